@@ -1,0 +1,114 @@
+"""Small shared pieces of the families: seeds, severity maps, color space, resampling."""
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+# The families run inside worker processes that already use every core.
+cv2.setNumThreads(1)
+
+SEED_MAX = 2**31 - 1  # seeds are plain JSON integers
+BORDER = cv2.BORDER_REFLECT_101  # "borders reflected" (the edge pixel is not repeated)
+
+
+def draw_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, SEED_MAX))
+
+
+def seeded(params) -> np.random.Generator:
+    """The generator behind everything random inside an apply: a function of params alone."""
+    return np.random.default_rng(int(params["seed"]))
+
+
+def lerp(lo: float, hi: float, severity: float) -> float:
+    """Map severity in [0, 1] linearly to [lo, hi] (clamped, so replays never extrapolate)."""
+    s = min(max(float(severity), 0.0), 1.0)
+    return float(lo + (hi - lo) * s)
+
+
+def random_sign(rng: np.random.Generator) -> int:
+    return 1 if rng.random() < 0.5 else -1
+
+
+def finish(image: np.ndarray) -> np.ndarray:
+    """The family contract: float32, finite, clipped to [0, 1]."""
+    out = np.asarray(image, dtype=np.float32)
+    if not np.all(np.isfinite(out)):
+        out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def as_float_rgb(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {img.shape}")
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def rgb_to_lab(image: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] to CIELAB (L* 0..100, a*, b* about -128..127), D65."""
+    return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_RGB2Lab)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(lab, dtype=np.float32), cv2.COLOR_Lab2RGB)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Round float [0, 1] to 8 bits (the one quantiser used everywhere)."""
+    return np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def warp_affine(image: np.ndarray, matrix: np.ndarray, interpolation=cv2.INTER_LINEAR) -> np.ndarray:
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, np.asarray(matrix, dtype=np.float64), (w, h),
+                          flags=interpolation, borderMode=BORDER)
+
+
+def translate(image: np.ndarray, dx: float, dy: float, interpolation=cv2.INTER_LINEAR) -> np.ndarray:
+    """Content moves by (+dx, +dy) pixels: out[y, x] = in[y - dy, x - dx], borders reflected."""
+    return warp_affine(image, np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]), interpolation)
+
+
+def remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation=cv2.INTER_LINEAR) -> np.ndarray:
+    return cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), interpolation,
+                     borderMode=BORDER)
+
+
+@functools.lru_cache(maxsize=64)
+def _spectral_gain(height: int, width: int, beta: float) -> np.ndarray:
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    radius = np.sqrt(fx * fx + fy * fy)
+    radius[0, 0] = 1.0
+    gain = radius ** (-beta / 2.0)  # amplitude goes as the square root of power
+    gain[0, 0] = 0.0  # zero mean
+    return gain.astype(np.float32)
+
+
+def colored_noise(height: int, width: int, channels: int, beta: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian noise whose power spectral density falls as |f|^(-beta).
+
+    The convention (distortions.md): isotropic in 2-D (radial frequency), power, not
+    amplitude, goes as |f|^-beta; pink beta = 1, brown 2, white 0, blue -1, violet -2.
+    Each channel is an independent field. Every frequency bin gets exactly the target
+    amplitude and a uniformly random phase (the random-phase method): the field is
+    Gaussian by the central limit theorem, and its spectrum has no sampling scatter.
+    """
+    shape = (channels, height, width // 2 + 1)
+    phase = rng.random(shape, dtype=np.float32) * np.float32(2.0 * np.pi)
+    gain = _spectral_gain(height, width, float(beta))
+    spectrum = np.empty(shape, dtype=np.complex64)
+    spectrum.real = np.cos(phase) * gain
+    spectrum.imag = np.sin(phase) * gain
+    field = np.fft.irfft2(spectrum, s=(height, width))
+    field -= field.mean(axis=(1, 2), keepdims=True)
+    std = field.std()
+    if std > 0:
+        field /= std
+    return np.moveaxis(field, 0, -1).astype(np.float32)

@@ -1,0 +1,78 @@
+"""Photometric families: lightness, color cast, contrast, saturation.
+
+Severity maps (0 = just visible, 1 = strong; at least ImageNet-C's strongest level):
+- lightness_shift: |delta L*| = 2 .. 40 (L* runs 0..100), sign drawn.
+- color_shift: |(delta a*, delta b*)| = 3 .. 40, direction drawn.
+- contrast: factor c = exp(-(0.1 .. 3.0)) = 0.90 .. 0.05 (lower) or exp(0.1 .. 1.1) = 1.1 .. 3.0 (higher).
+- saturation: chroma factor 0.85 .. 0 (towards gray) or 1.2 .. 5 (oversaturated).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._common import finish, lab_to_rgb, lerp, random_sign, rgb_to_lab
+from .registry import Family, register
+
+
+def sample_lightness_shift(rng, severity):
+    sign = random_sign(rng)
+    return {"delta_l": sign * lerp(2.0, 40.0, severity)}
+
+
+def apply_lightness_shift(image, params):
+    lab = rgb_to_lab(image)
+    lab[..., 0] = np.clip(lab[..., 0] + float(params["delta_l"]), 0.0, 100.0)
+    return finish(lab_to_rgb(lab))
+
+
+def sample_color_shift(rng, severity):
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    magnitude = lerp(3.0, 40.0, severity)
+    return {"delta_a": magnitude * math.cos(angle), "delta_b": magnitude * math.sin(angle)}
+
+
+def apply_color_shift(image, params):
+    lab = rgb_to_lab(image)
+    lab[..., 1] += float(params["delta_a"])
+    lab[..., 2] += float(params["delta_b"])
+    return finish(lab_to_rgb(lab))
+
+
+def sample_contrast(rng, severity):
+    if rng.random() < 0.5:
+        return {"factor": math.exp(-lerp(0.1, 3.0, severity))}
+    return {"factor": math.exp(lerp(0.1, 1.1, severity))}
+
+
+def apply_contrast(image, params):
+    # per-channel mean, as ImageNet-C: (x - mean) c + mean; no min-max stretch (KADID's habit)
+    mean = image.mean(axis=(0, 1), keepdims=True)
+    return finish((image - mean) * float(params["factor"]) + mean)
+
+
+def sample_saturation(rng, severity):
+    if rng.random() < 0.5:
+        return {"factor": lerp(0.85, 0.0, severity)}
+    return {"factor": lerp(1.2, 5.0, severity)}
+
+
+def apply_saturation(image, params):
+    lab = rgb_to_lab(image)
+    lab[..., 1:] *= float(params["factor"])
+    return finish(lab_to_rgb(lab))
+
+
+register(Family("lightness_shift", "photometric", sample_lightness_shift, apply_lightness_shift,
+                {"delta_l": "L* units added to lightness, -40..40 (|.| >= 2)"},
+                "|delta_l| from 2 to 40 L* units; the sign is drawn"))
+register(Family("color_shift", "photometric", sample_color_shift, apply_color_shift,
+                {"delta_a": "a* units added, -40..40", "delta_b": "b* units added, -40..40"},
+                "length of the (a*, b*) cast from 3 to 40; the direction is drawn"))
+register(Family("contrast", "photometric", sample_contrast, apply_contrast,
+                {"factor": "deviations from the per-channel mean are scaled by it, 0.05..3"},
+                "factor from 0.90 to 0.05 (lower) or 1.1 to 3.0 (higher); the direction is drawn"))
+register(Family("saturation", "photometric", sample_saturation, apply_saturation,
+                {"factor": "chroma (a*, b*) scale, 0..5"},
+                "factor from 0.85 to 0 (towards gray) or 1.2 to 5 (oversaturated); the direction is drawn"))

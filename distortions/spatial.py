@@ -1,0 +1,194 @@
+"""Spatial families: shifts, warps, ghosting and lateral chromatic aberration.
+
+All offsets are in pixels of the image the family is applied to; borders are reflected.
+Severity maps:
+- shift: offset length 0.25 .. 6 px, direction drawn.
+- affine_warp: rotation up to 0.5 .. 10 degrees, shear up to 0.01 .. 0.2, log-scale per
+  axis up to 0.01 .. 0.15; each component's share and sign are drawn.
+- homography: each corner moves 0.5 .. 8 px (times a drawn share in [0.5, 1]).
+- linear_warp, cubic_warp: displacement std at the control points 0.3 .. 4 px.
+- ghosting: echo weight alpha 0.08 .. 0.5, offset length 2 .. 8 px (whole pixels).
+- chromatic_aberration: radial displacement at the farthest corner 0.3 .. 3 px.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import cv2
+import numpy as np
+from scipy import interpolate
+
+from ._common import draw_seed, finish, lerp, random_sign, remap, seeded, translate, warp_affine
+from .registry import Family, register
+
+
+def _direction(rng):
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    return math.cos(angle), math.sin(angle)
+
+
+def sample_shift(rng, severity):
+    cx, cy = _direction(rng)
+    r = lerp(0.25, 6.0, severity)
+    return {"dx": r * cx, "dy": r * cy}
+
+
+def apply_shift(image, params):
+    return finish(translate(image, float(params["dx"]), float(params["dy"]), cv2.INTER_CUBIC))
+
+
+def sample_affine_warp(rng, severity):
+    shares = rng.uniform(0.5, 1.0, size=4)
+    signs = [random_sign(rng) for _ in range(4)]
+    return {
+        "angle_deg": signs[0] * shares[0] * lerp(0.5, 10.0, severity),
+        "shear": signs[1] * shares[1] * lerp(0.01, 0.2, severity),
+        "scale_x": math.exp(signs[2] * shares[2] * lerp(0.01, 0.15, severity)),
+        "scale_y": math.exp(signs[3] * shares[3] * lerp(0.01, 0.15, severity)),
+    }
+
+
+def affine_matrix(params, width, height):
+    """2x3 matrix: about the image center, rotate, shear (x += shear y), scale per axis."""
+    a = math.radians(float(params["angle_deg"]))
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    shear = np.array([[1.0, float(params["shear"])], [0.0, 1.0]])
+    scale = np.diag([float(params["scale_x"]), float(params["scale_y"])])
+    linear = rot @ shear @ scale
+    center = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    return np.hstack([linear, (center - linear @ center)[:, None]])
+
+
+def apply_affine_warp(image, params):
+    h, w = image.shape[:2]
+    return finish(warp_affine(image, affine_matrix(params, w, h)))
+
+
+def sample_homography(rng, severity):
+    d = lerp(0.5, 8.0, severity)
+    corners = []
+    for _ in range(4):
+        cx, cy = _direction(rng)
+        share = rng.uniform(0.5, 1.0)
+        corners.append([d * share * cx, d * share * cy])
+    return {"corners": corners}
+
+
+def apply_homography(image, params):
+    h, w = image.shape[:2]
+    src = np.float32([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]])  # TL, TR, BR, BL
+    dst = src + np.float32(params["corners"])
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    return finish(cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REFLECT_101))
+
+
+def _sample_grid_warp(grid_sizes):
+    def sample(rng, severity):
+        return {"grid": int(rng.choice(grid_sizes)), "amplitude": lerp(0.3, 4.0, severity),
+                "seed": draw_seed(rng)}
+    return sample
+
+
+@functools.lru_cache(maxsize=64)
+def _interpolation_weights(length: int, grid: int, order: int) -> np.ndarray:
+    """(length, grid) matrix taking control values to every pixel of one axis.
+
+    Control points sit on a regular lattice whose ends are the first and last pixel;
+    order 1 is linear interpolation, order 3 a cubic spline through the control points.
+    """
+    t = np.linspace(0.0, grid - 1.0, length)
+    knots = np.arange(grid, dtype=np.float64)
+    basis = np.eye(grid)
+    if order == 1:
+        return np.stack([np.interp(t, knots, basis[k]) for k in range(grid)], axis=1)
+    return interpolate.CubicSpline(knots, basis, axis=0)(t)
+
+
+def dense_flow(params, height, width, order):
+    """A (grid x grid) random displacement field interpolated to every pixel: (flow_x, flow_y)."""
+    g = int(params["grid"])
+    control = seeded(params).standard_normal((2, g, g)) * float(params["amplitude"])
+    wy = _interpolation_weights(height, g, order)
+    wx = _interpolation_weights(width, g, order)
+    return [wy @ c @ wx.T for c in control]
+
+
+def _apply_grid_warp(order):
+    def apply(image, params):
+        h, w = image.shape[:2]
+        flow_x, flow_y = dense_flow(params, h, w, order)
+        yy, xx = np.mgrid[0:h, 0:w]
+        return finish(remap(image, xx + flow_x, yy + flow_y))
+    return apply
+
+
+def sample_ghosting(rng, severity):
+    cx, cy = _direction(rng)
+    length = lerp(2.0, 8.0, severity)
+    dx, dy = int(round(length * cx)), int(round(length * cy))
+    if dx == 0 and dy == 0:  # cannot happen for length >= 2; keep an echo regardless
+        dx = 2
+    return {"alpha": lerp(0.08, 0.5, severity), "dx": dx, "dy": dy}
+
+
+def apply_ghosting(image, params):
+    # whole-pixel offsets, so the echo is an exact copy: (1 - alpha) x + alpha x(. - offset)
+    alpha = float(params["alpha"])
+    echo = translate(image, float(params["dx"]), float(params["dy"]), cv2.INTER_NEAREST)
+    return finish((1.0 - alpha) * image + alpha * echo)
+
+
+def sample_chromatic_aberration(rng, severity):
+    center = [float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1))]
+    return {"shift_px": random_sign(rng) * lerp(0.3, 3.0, severity), "center": center}
+
+
+def apply_chromatic_aberration(image, params):
+    """Red scaled radially by (1 + k), blue by (1 - k), green untouched.
+
+    k is chosen so the farthest corner moves by shift_px; a positive shift_px pushes red
+    outward and pulls blue inward. center is the optical center's offset from the image
+    center, as a fraction of width and height.
+    """
+    h, w = image.shape[:2]
+    cx = (w - 1) / 2.0 + float(params["center"][0]) * w
+    cy = (h - 1) / 2.0 + float(params["center"][1]) * h
+    far = max(math.hypot(x - cx, y - cy) for x in (0, w - 1) for y in (0, h - 1))
+    k = float(params["shift_px"]) / far
+    out = image.copy()
+    for channel, factor in ((0, 1.0 + k), (2, 1.0 - k)):
+        m = np.array([[factor, 0.0, cx * (1.0 - factor)], [0.0, factor, cy * (1.0 - factor)]])
+        out[..., channel] = warp_affine(np.ascontiguousarray(image[..., channel]), m)
+    return finish(out)
+
+
+register(Family("shift", "spatial", sample_shift, apply_shift,
+                {"dx": "horizontal offset in pixels (content moves right if > 0)",
+                 "dy": "vertical offset in pixels (content moves down if > 0)"},
+                "offset length from 0.25 to 6 px (bicubic, sub-pixel); the direction is drawn"))
+register(Family("affine_warp", "spatial", sample_affine_warp, apply_affine_warp,
+                {"angle_deg": "rotation about the center, up to +-10 degrees",
+                 "shear": "x += shear * y, up to +-0.2",
+                 "scale_x": "horizontal scale, exp(+-0.15)", "scale_y": "vertical scale, exp(+-0.15)"},
+                "the size of every component together; shares and signs are drawn"))
+register(Family("homography", "spatial", sample_homography, apply_homography,
+                {"corners": "[[dx, dy] x 4]: offsets in pixels of the TL, TR, BR, BL corners, up to 8"},
+                "corner displacement from 0.5 to 8 px"))
+_GRID_PARAMS = {"grid": "control points per side", "amplitude": "displacement std at the control points in pixels, 0.3..4",
+                "seed": "integer seed of the control displacements"}
+register(Family("linear_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(1),
+                {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
+                "displacement amplitude from 0.3 to 4 px"))
+register(Family("cubic_warp", "spatial", _sample_grid_warp((4, 5, 6)), _apply_grid_warp(3),
+                {**_GRID_PARAMS, "grid": "control points per side, 4..6"},
+                "displacement amplitude from 0.3 to 4 px"))
+register(Family("ghosting", "spatial", sample_ghosting, apply_ghosting,
+                {"alpha": "weight of the echo, 0.08..0.5",
+                 "dx": "echo offset in whole pixels (x)", "dy": "echo offset in whole pixels (y)"},
+                "alpha from 0.08 to 0.5 and offset length from 2 to 8 px"))
+register(Family("chromatic_aberration", "spatial", sample_chromatic_aberration, apply_chromatic_aberration,
+                {"shift_px": "radial displacement of red at the farthest corner (blue opposite), +-0.3..3 px",
+                 "center": "[cx, cy] optical center offset as a fraction of the size, +-0.1"},
+                "|shift_px| from 0.3 to 3 px; the sign is drawn"))

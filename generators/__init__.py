@@ -1,0 +1,1 @@
+"""CNN-based distortions (issue 3)."""

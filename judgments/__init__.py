@@ -1,0 +1,1 @@
+"""Human judgments: crowd tasks out, results in (issue 4)."""
