@@ -1,0 +1,308 @@
+"""The `bapps-build` command line: a thin layer over the Python API."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+import distortions
+
+from . import __version__
+from .build import BuildError, format_report, run_build
+from .config import BuildConfig, ConfigError
+from .replay import ReplayError, replay_example, resolve_subset
+from .sources import SourceError, UnusableSource
+
+PEOPLE_ERRORS = (BuildError, ConfigError, SourceError, ReplayError, UnusableSource, ValueError,
+                 FileNotFoundError, RuntimeError, KeyError)
+
+
+def friendly_errors(fn):
+    """Errors meant for people become `Error: message` and exit status 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except PEOPLE_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, type=click.Path(exists=True, dir_okay=False),
+    help="A Python file that defines extra distortion families (repeatable).")
+
+
+def load_plugins(plugins):
+    for p in plugins:
+        distortions.load_plugin_file(p)
+
+
+def split_names(values):
+    """--families a,b --families c -> [a, b, c]"""
+    out = []
+    for v in values:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out or None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bapps-build")
+def main():
+    """Build BAPPS-style perceptual-similarity datasets for LPIPS.
+
+    \b
+    Start with:
+      bapps-build distort --n 1000 --out dataset     # 2AFC triplets from the sample photos
+      bapps-build preview dataset --out sheet.png    # look at them
+      bapps-build verify dataset                     # check what the LPIPS loader will see
+    """
+
+
+# ---------------------------------------------------------------- distort
+
+
+def distort_options(fn):
+    options = [
+        click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of examples."),
+        click.option("--out", type=click.Path(file_okay=False), default="dataset", show_default=True,
+                     help="Dataset root; the subset goes to OUT/<task>/<split>/<subset>/."),
+        click.option("--task", type=click.Choice(["2afc", "jnd"]), default="2afc", show_default=True,
+                     help="2afc: ref, p0, p1 triplets. jnd: p0 = reference, p1 = its distorted version."),
+        click.option("--split", type=click.Choice(["train", "val"]), default="train", show_default=True,
+                     help="Which source images to draw from (each image belongs to one split by its hash)."),
+        click.option("--val-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+                     help="Share of source images that belong to val (0: all train, 1: all val)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Root seed; example i depends only on (seed, i)."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Processes to use [default: all cores]. The output does not depend on it."),
+        click.option("--sources", multiple=True,
+                     help="Folder (recursive), glob pattern or text file of paths (repeatable). "
+                          "Default: the color photographs bundled with scikit-image."),
+        click.option("--resume", is_flag=True, help="Finish an interrupted build in OUT (same settings)."),
+        click.option("--patch-size", type=click.IntRange(16, 4096), default=64, show_default=True),
+        click.option("--scale-range", type=(float, float), default=(0.5, 1.0), show_default=True,
+                     help="Random rescale of the source before cropping, MIN MAX (log-uniform)."),
+        click.option("--flat-threshold", type=float, default=0.015, show_default=True,
+                     help="Reject patches whose gray-level std (on [0, 1]) is below this."),
+        click.option("--max-chain", type=click.IntRange(1, 20), default=2, show_default=True,
+                     help="Each distorted patch gets a chain of 1..MAX families."),
+        click.option("--families", "families", multiple=True,
+                     help="Restrict to these families, comma-separated (see `bapps-build families`)."),
+        click.option("--severity-range", type=(float, float), default=(0.0, 1.0), show_default=True,
+                     help="Severities are drawn uniformly in MIN MAX (within [0, 1])."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=200_000_000, show_default=True,
+                     help="Refuse source images with more pixels (decompression-bomb guard)."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+        plugin_option,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@distort_options
+@click.option("--subset", type=click.Choice(["traditional"]), default="traditional", show_default=True,
+              help="Which BAPPS subset to build.")
+@friendly_errors
+def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, patch_size, scale_range,
+            flat_threshold, max_chain, families, severity_range, max_pixels, quiet, plugins, subset):
+    """Make N triplets (or JND pairs) with the traditional distortions.
+
+    \b
+    Writes OUT/2afc/<split>/<subset>/{ref,p0,p1}/NNNNNN.png (jnd: {p0,p1}) and, beside
+    them, manifest.jsonl (one replayable recipe per example), report.json and build.json.
+
+    \b
+    Examples:
+      bapps-build distort --n 1000 --out dataset
+      bapps-build distort --n 5000 --split val --sources ~/photos --out dataset
+      bapps-build distort --n 4800 --task jnd --split val --families gaussian_blur,jpeg
+    """
+    load_plugins(plugins)
+    cfg = BuildConfig(n=n, task=task, split=split, subset=subset, seed=seed, patch_size=patch_size,
+                      scale_range=tuple(scale_range), flat_threshold=flat_threshold, max_chain=max_chain,
+                      families=tuple(split_names(families)) if split_names(families) else None,
+                      severity_range=tuple(severity_range), val_fraction=val_fraction,
+                      sources=tuple(sources), max_pixels=max_pixels, plugins=tuple(plugins))
+    report = run_build(cfg, out, workers=workers, resume=resume, progress=not quiet,
+                       log=lambda m: click.echo(m, err=True))
+    click.echo(format_report(report))
+
+
+# ---------------------------------------------------------------- apply
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--chain", "spec", required=True,
+              help="name[:severity][+name[:severity]...], or name:key=value,key=value.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output image (.png, .jpg, ...).")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed for what the spec leaves random [default: random, printed].")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Also write the chain (family, severity, params) as JSON here.")
+@plugin_option
+@friendly_errors
+def apply(image, spec, out, seed, record, plugins):
+    """Apply a chain of distortions to any image.
+
+    \b
+    Examples:
+      bapps-build apply photo.jpg --chain gaussian_blur:0.5+jpeg:0.8 --out out.png
+      bapps-build apply photo.jpg --chain jpeg:quality=10 --out out.png
+      bapps-build apply photo.jpg --chain pink_noise --seed 3 --out out.png
+    """
+    from .files import encode_png
+    from .sources import read_source, to_float
+
+    load_plugins(plugins)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**31))
+    chain = distortions.parse_chain_spec(spec, np.random.default_rng(seed))
+    _, pixels = read_source(str(Path(image).resolve()), max_pixels=0)
+    result = distortions.to_uint8(distortions.apply_chain(to_float(pixels), chain))
+    out = Path(out)
+    if out.suffix.lower() == ".png":
+        out.write_bytes(encode_png(result))
+    else:
+        from PIL import Image
+
+        try:
+            Image.fromarray(result).save(out)
+        except (ValueError, KeyError) as exc:
+            raise click.ClickException(f"--out {out}: cannot write this format ({exc}); use .png") from None
+    text = json.dumps({"seed": seed, "chain": chain}, indent=2)
+    if record:
+        Path(record).write_text(text + "\n")
+    click.echo(text)
+
+
+# ---------------------------------------------------------------- families
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--group", default=None, help="Only this group (photometric, noise, blur, spatial, compression).")
+@plugin_option
+@friendly_errors
+def families(as_json, group, plugins):
+    """List every distortion family: its group, its parameters and what severity drives."""
+    load_plugins(plugins)
+    fams = distortions.all_families(group)
+    if as_json:
+        click.echo(json.dumps([{"name": f.name, "group": f.group, "severity": f.severity,
+                                "params": dict(f.params), "source": f.source} for f in fams], indent=2))
+        return
+    for f in fams:
+        click.echo(f"{f.name}  [{f.group}]" + (f"  ({f.source})" if f.source != "built-in" else ""))
+        if f.severity:
+            click.echo(f"    severity: {f.severity}")
+        for key, text in f.params.items():
+            click.echo(f"    {key}: {text}")
+
+
+# ---------------------------------------------------------------- replay, verify, preview
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--id", "example_id", type=click.IntRange(min=0), required=True, help="Example id (its stem).")
+@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full comparison and record as JSON.")
+@plugin_option
+@friendly_errors
+def replay(dataset, example_id, subset, as_json, plugins):
+    """Regenerate one example from its manifest record and compare it with the files.
+
+    \b
+    Example:
+      bapps-build replay dataset --id 123
+    """
+    path = resolve_subset(dataset, subset)
+    result = replay_example(path, example_id, plugins)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for folder, entry in result["folders"].items():
+            if not entry["exists"]:
+                state = "missing on disk"
+            elif entry["pixels_equal"]:
+                state = "identical pixels" + (", identical bytes" if entry["bytes_equal"] else
+                                              " (the PNG bytes differ: another encoder build?)")
+            else:
+                state = f"DIFFERENT (max |difference| {entry['max_abs_difference']})"
+            click.echo(f"{folder}/{result['stem']}.png: {state}")
+    if not result["ok"]:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-checksums", is_flag=True, help="Skip hashing every file against the manifest.")
+@friendly_errors
+def verify(dataset, no_checksums):
+    """Check that the LPIPS loader will pair every file correctly.
+
+    Every folder of each subset must hold the same stems, of one width, and nothing else
+    with an image or .npy extension; the files must match the manifest's checksums.
+    """
+    from .verify import verify_dataset
+
+    results = verify_dataset(dataset, checksums=not no_checksums)
+    if not results:
+        raise click.ClickException(f"{dataset} holds no BAPPS subset (<task>/<split>/<subset>/)")
+    bad = 0
+    for r in results:
+        head = f"{r['path']}: {r['examples']} examples"
+        if r["problems"]:
+            bad += 1
+            click.echo(f"{head}, {len(r['problems'])} problem(s):")
+            for p in r["problems"][:50]:
+                click.echo(f"  - {p}")
+            if len(r["problems"]) > 50:
+                click.echo(f"  ... and {len(r['problems']) - 50} more")
+        else:
+            click.echo(f"{head}, ok ({r['files_checked']} files checked against the manifest)")
+    if bad:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="sheet.png or sheet.html")
+@click.option("--count", "--n", "count", type=click.IntRange(min=1), default=24, show_default=True,
+              help="How many examples.")
+@click.option("--seed", type=int, default=None, help="Pick examples at random with this seed (default: the first).")
+@click.option("--ids", default=None, help="Comma-separated example ids to show.")
+@click.option("--zoom", type=click.IntRange(1, 16), default=3, show_default=True, help="Pixel zoom.")
+@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@friendly_errors
+def preview(dataset, out, count, seed, ids, zoom, subset):
+    """Draw a grid of examples with each patch's chain written under it.
+
+    \b
+    Examples:
+      bapps-build preview dataset --out sheet.png
+      bapps-build preview dataset --out sheet.html --count 100 --seed 1
+    """
+    from .preview import write_preview
+
+    path = resolve_subset(dataset, subset)
+    id_list = [int(x) for x in ids.split(",")] if ids else None
+    shown = write_preview(path, out, count=count, seed=seed, ids=id_list, zoom=zoom)
+    click.echo(f"wrote {out} ({shown} examples from {path})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,97 @@
+"""Regenerate one example from its manifest record alone and compare it with the disk."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+import distortions
+
+from .files import decode_png, encode_png, read_jsonl, sha256_bytes
+from .layout import MANIFEST, find_subsets
+from .recipes import reference_patch, render
+from .sources import UnusableSource, read_source
+
+
+class ReplayError(RuntimeError):
+    pass
+
+
+def resolve_subset(path, subset: Optional[str] = None) -> Path:
+    """A subset folder from either the folder itself or a dataset root (+ task/split/subset)."""
+    path = Path(path)
+    if (path / MANIFEST).exists() or (path / "build.json").exists():
+        return path
+    if subset:
+        candidate = path / subset
+        if not candidate.is_dir():
+            raise ReplayError(f"{candidate} does not exist")
+        return candidate
+    found = find_subsets(path)
+    if len(found) == 1:
+        return found[0][3]
+    if not found:
+        raise ReplayError(f"{path} holds no BAPPS subset (no manifest.jsonl under <task>/<split>/<subset>)")
+    names = ", ".join(f"{t}/{s}/{n}" for t, s, n, _ in found)
+    raise ReplayError(f"{path} holds several subsets ({names}); pick one with --subset TASK/SPLIT/SUBSET")
+
+
+def find_record(subset_path: Path, example_id: int) -> dict:
+    manifest = Path(subset_path) / MANIFEST
+    if not manifest.exists():
+        raise ReplayError(f"{manifest} is missing: is the build finished? (run distort with --resume)")
+    # records are in id order, one per line: look at line `id` first, then search
+    with open(manifest, "r", encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            if n == example_id:
+                record = json.loads(line)
+                if record.get("id") == example_id:
+                    return record
+                break
+    for record in read_jsonl(manifest):
+        if record["id"] == example_id:
+            return record
+    raise ReplayError(f"no example with id {example_id} in {manifest}")
+
+
+def replay_record(record: dict, max_pixels: int = 0) -> dict:
+    """The example's images (uint8 by folder) regenerated from the record alone."""
+    src = record["source"]
+    try:
+        data, image = read_source(src["path"], max_pixels)
+    except UnusableSource as exc:
+        raise ReplayError(f"source {src['path']} of example {record['id']}: {exc}") from None
+    if sha256_bytes(data) != src["sha256"]:
+        raise ReplayError(f"source {src['path']} has changed since example {record['id']} was made "
+                          "(its SHA-256 differs from the manifest)")
+    return render(record, reference_patch(record, image))
+
+
+def replay_example(subset_path, example_id: int, plugins=()) -> dict:
+    """Compare a regenerated example with the files on disk, folder by folder."""
+    for p in plugins:
+        distortions.load_plugin_file(p)
+    subset_path = Path(subset_path)
+    record = find_record(subset_path, example_id)
+    images = replay_record(record)
+    result = {"id": example_id, "stem": record["stem"], "folders": {}, "ok": True}
+    for folder, pixels in images.items():
+        path = subset_path / folder / f"{record['stem']}.png"
+        entry = {"path": str(path)}
+        if not path.exists():
+            entry.update(exists=False, pixels_equal=False, bytes_equal=False)
+        else:
+            on_disk = path.read_bytes()
+            disk_pixels = decode_png(on_disk)
+            entry.update(exists=True,
+                         pixels_equal=bool(disk_pixels.shape == pixels.shape and np.array_equal(disk_pixels, pixels)),
+                         bytes_equal=encode_png(pixels) == on_disk,
+                         checksum_matches_manifest=sha256_bytes(on_disk) == record.get("files", {}).get(folder),
+                         max_abs_difference=int(np.abs(disk_pixels.astype(int) - pixels).max())
+                         if disk_pixels.shape == pixels.shape else None)
+        result["folders"][folder] = entry
+        result["ok"] &= entry["pixels_equal"]
+    result["record"] = record
+    return result
