@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -264,6 +265,9 @@ def run_build(cfg: BuildConfig, out_root, *, workers: Optional[int] = None, resu
                         chain_sampler=chain_sampler, extra_settings=extra_settings)
     out = Path(ctx.out)
     removed = remove_partials(out)
+    state = json.loads((out / BUILD).read_text())
+    if state.get("complete") and (out / MANIFEST).exists():
+        return _already_complete(ctx, log)
     pending = [k for k in range(ctx.n_chunks) if not chunk_done(ctx, k)]
     already = cfg.n - sum(len(ctx.chunk_range(k)) for k in pending)
     if resume and already:
@@ -293,9 +297,23 @@ def run_build(cfg: BuildConfig, out_root, *, workers: Optional[int] = None, resu
         "mean_crop_attempts": round(totals["crop_attempts"] / cfg.n, 3),
     }
     write_json_atomic(out / REPORT, report)
-    state = json.loads((out / BUILD).read_text())
     state["complete"] = True
     write_json_atomic(out / BUILD, state)
+    shutil.rmtree(out / PARTS, ignore_errors=True)  # the manifest holds it all now
+    return report
+
+
+def _already_complete(ctx: BuildContext, log) -> dict:
+    """--resume on a finished build: check the files are all there and change nothing."""
+    out = Path(ctx.out)
+    missing = [f"{folder}/{stem(i, ctx.width)}.png" for i in range(ctx.cfg.n) for folder in ctx.cfg.image_folders
+               if not (out / folder / f"{stem(i, ctx.width)}.png").exists()]
+    if missing:
+        raise BuildError(f"{out} is a complete build, but {len(missing)} image(s) were deleted since "
+                         f"(e.g. {', '.join(missing[:3])}); run `bapps-build verify`, or rebuild into a new --out")
+    log(f"{out} is already complete; nothing to do")
+    report = json.loads((out / REPORT).read_text())
+    report.update(made_this_run=0, already_there=ctx.cfg.n)
     return report
 
 

@@ -25,8 +25,11 @@ def temp_name(path: Path) -> Path:
 def write_atomic(path, data: bytes) -> None:
     path = Path(path)
     tmp = temp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
@@ -47,8 +50,14 @@ def remove_partials(folder) -> int:
 
 
 def encode_png(rgb_u8: np.ndarray) -> bytes:
-    """8-bit RGB PNG bytes; the same pixels always give the same bytes."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb_u8[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    """8-bit RGB PNG bytes; the same pixels always give the same bytes.
+
+    Huffman-only deflate after libpng's row filters: on 64x64 photo patches it is both
+    faster and smaller than zlib level 1 (LZ77 finds few repeats in so few pixels).
+    """
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb_u8[..., ::-1]),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+                            cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()

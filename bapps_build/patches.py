@@ -36,13 +36,16 @@ def sample_window(rng: np.random.Generator, width: int, height: int, patch_size:
 def extract_patch(image: np.ndarray, box: Sequence[int], patch_size: int) -> np.ndarray:
     """Cut the box from a uint8/uint16 source and resize it to an 8-bit patch (uint8)."""
     x0, y0, x1, y1 = (int(v) for v in box)
-    window = to_float(image[y0:y1, x0:x1])
+    window = image[y0:y1, x0:x1]
     side = x1 - x0
     if side != patch_size:
-        # area averaging when shrinking (no aliasing), bicubic when enlarging
+        # area averaging when shrinking (no aliasing), bicubic when enlarging; in the source's
+        # own integer type, rounded once, as a float pipeline would be
         interp = cv2.INTER_AREA if side > patch_size else cv2.INTER_CUBIC
-        window = cv2.resize(window, (patch_size, patch_size), interpolation=interp)
-    return to_uint8(window)
+        window = cv2.resize(np.ascontiguousarray(window), (patch_size, patch_size), interpolation=interp)
+    if window.dtype == np.uint16:
+        return to_uint8(to_float(window))
+    return np.ascontiguousarray(window, dtype=np.uint8)
 
 
 def flatness(patch_u8: np.ndarray) -> float:

@@ -179,11 +179,14 @@ def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _is_sixteen_bit_rgb(im: Image.Image) -> bool:
+    """Whether PIL will reduce this 48/64-bit RGB(A) file to 8 bits (ask before load(): it clears tile)."""
+    rawmodes = [t[3] if isinstance(t[3], str) else t[3][0] for t in getattr(im, "tile", []) if len(t) > 3 and t[3]]
+    return im.mode in ("RGB", "RGBA") and any(";16" in r for r in rawmodes)
+
+
 def _sixteen_bit_rgb(data: bytes, im: Image.Image) -> Optional[np.ndarray]:
     """PIL reduces 48-bit RGB to 8 bits; decode those with OpenCV to keep the precision."""
-    rawmodes = [t[3] if isinstance(t[3], str) else t[3][0] for t in getattr(im, "tile", []) if len(t) > 3 and t[3]]
-    if im.mode not in ("RGB", "RGBA") or not any(";16" in r for r in rawmodes):
-        return None
     import cv2
 
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
@@ -203,7 +206,7 @@ def _apply_exif_orientation(arr: np.ndarray, im: Image.Image) -> np.ndarray:
         orientation = 1
     ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
            5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
-           7: lambda a: np.rot90(a, 1)[::-1], 8: lambda a: np.rot90(a, 1)}
+           7: lambda a: np.rot90(a, -1)[::-1], 8: lambda a: np.rot90(a, 1)}
     return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
 
 
@@ -212,22 +215,21 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
 
     Raises UnusableSource with a reason a person can act on.
     """
+    old_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Our own limit below replaces PIL's, which open() already enforces (at twice its value).
+            Image.MAX_IMAGE_PIXELS = None
             im = Image.open(io.BytesIO(data))
             w, h = im.size
             if max_pixels and w * h > max_pixels:
                 raise UnusableSource(
-                    f"refused: {w}x{h} = {w * h / 1e6:.0f} MP is over the pixel limit of "
-                    f"{max_pixels / 1e6:.0f} MP (decompression-bomb guard); raise --max-pixels if you trust it")
-            old_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None  # our own limit above replaces PIL's
-            try:
-                im.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = old_limit
-            deep = _sixteen_bit_rgb(data, im)
+                    f"refused: {w}x{h} = {w * h:,} pixels is over the pixel limit of {max_pixels:,} "
+                    "(decompression-bomb guard); raise --max-pixels if you trust it")
+            deep_rgb = _is_sixteen_bit_rgb(im)
+            im.load()
+            deep = _sixteen_bit_rgb(data, im) if deep_rgb else None
             if deep is not None:
                 return deep
             return _to_rgb_array(_orientation_fix(im))
@@ -242,6 +244,10 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
         if "truncated" in text.lower():
             raise UnusableSource(f"truncated file: {text}") from None
         raise UnusableSource(f"corrupt or unreadable image data: {text}") from None
+    except MemoryError:
+        raise UnusableSource("not enough memory to decode it; lower --max-pixels or use a smaller image") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
 
 
 def read_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[bytes, np.ndarray]:
@@ -262,7 +268,7 @@ def to_float(image: np.ndarray) -> np.ndarray:
 
 def split_of(sha256: str, val_fraction: float) -> str:
     """train or val from the content hash alone: val when u >= 1 - val_fraction."""
-    u = int(sha256[:16], 16) / 2.0**64
+    u = int(sha256[:13], 16) / 2.0**52  # exact in a float, so u < 1 and 0 means all train
     return "val" if u >= 1.0 - val_fraction else "train"
 
 
