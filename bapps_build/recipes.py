@@ -12,6 +12,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 
 from distortions import apply_chain, sample_chain, to_uint8
+from distortions._common import generator
 
 from .config import BuildConfig
 from .patches import crop_record, extract_patch, flatness, sample_window
@@ -21,7 +22,7 @@ STREAMS = {"patch": 0, "p0": 1, "p1": 2}
 
 
 def stream_rng(root_seed: int, index: int, stream: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(root_seed), int(index), STREAMS[stream]]))
+    return generator(np.random.SeedSequence([int(root_seed), int(index), STREAMS[stream]]))
 
 
 def sample_patch(rng: np.random.Generator, cfg: BuildConfig, sources: Sequence[Source],

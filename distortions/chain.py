@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._common import as_float_rgb, draw_seed
+from ._common import as_float_rgb, draw_seed, generator
 from .registry import get_family
 
 
@@ -45,7 +45,7 @@ def sample_step(name: str, rng: np.random.Generator, severity: Optional[float] =
     sev = float(rng.uniform(0.0, 1.0)) if severity is None else float(severity)
     if not 0.0 <= sev <= 1.0:
         raise ValueError(f"severity of {name} must be in [0, 1], got {sev}")
-    params = to_jsonable(family.sample(np.random.default_rng(draw_seed(rng)), sev))
+    params = to_jsonable(family.sample(generator(draw_seed(rng)), sev))
     return {"family": name, "severity": sev, "params": params}
 
 

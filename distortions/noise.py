@@ -4,7 +4,8 @@ Severity maps (noise on the [0, 1] pixel scale):
 - uniform_noise: amplitude a = 0.02 .. 0.38 (std a / sqrt(3) = 0.012 .. 0.22).
 - gaussian_noise, pink_noise, blue_noise, colored_noise: sigma = 0.01 .. 0.22
   (ImageNet-C's 64-px levels reach 0.18).
-- checkerboard: amplitude 0.02 .. 0.25 of a unit-std periodic pattern.
+- checkerboard: amplitude 0.01 .. 0.12 of a unit-std periodic pattern (a period-2 grid is
+  conspicuous: this is already strong at 1).
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def sample_checkerboard(rng, severity):
     kernel = int(rng.choice(KERNELS_FOR_STRIDE[stride]))
     phase = [int(rng.integers(0, stride)), int(rng.integers(0, stride))]
     return {"stride": stride, "kernel_size": kernel, "phase": phase,
-            "amplitude": lerp(0.02, 0.25, severity), "seed": draw_seed(rng)}
+            "amplitude": lerp(0.01, 0.12, severity), "seed": draw_seed(rng)}
 
 
 def apply_checkerboard(image, params):
@@ -113,6 +114,6 @@ register(Family("checkerboard", "noise", sample_checkerboard, apply_checkerboard
                 {"stride": "2 or 4 (the period in pixels)",
                  "kernel_size": "transposed-conv kernel size, not a multiple of stride",
                  "phase": "[dy, dx] offset of the pattern, 0..stride-1",
-                 "amplitude": "pattern strength, 0.02..0.25, scaled by 0.25 + 0.75 x",
+                 "amplitude": "pattern strength, 0.01..0.12, scaled by 0.25 + 0.75 x",
                  "seed": "integer seed of the kernel weights"},
-                "amplitude from 0.02 to 0.25"))
+                "amplitude from 0.01 to 0.12"))
