@@ -47,8 +47,13 @@ class BuildContext:
     width: int
     chunk_size: int
     plugins: List[str] = field(default_factory=list)
-    chain_sampler: Optional[Callable] = None  # None: the traditional sampler
-    writer: str = "bapps"  # how images are stored: a BAPPS tree (more formats plug in here)
+    # Hooks for subsets beyond the traditional one (module-level callables: they are pickled
+    # to the workers). chain_sampler(rng, families, cfg) -> chain;
+    # batch_renderer(ctx, recipes, refs) -> [images by folder], for batched inference;
+    # worker_setup(ctx) runs once per worker process (load a generator bank, ...).
+    chain_sampler: Optional[Callable] = None
+    batch_renderer: Optional[Callable] = None
+    worker_setup: Optional[Callable] = None
 
     def chunk_range(self, k: int) -> range:
         return range(k * self.chunk_size, min((k + 1) * self.chunk_size, self.cfg.n))
@@ -77,6 +82,8 @@ def setup_worker(ctx: BuildContext) -> None:
     for p in ctx.plugins:
         distortions.load_plugin_file(p)
     _CACHE = SourceCache(max_pixels=ctx.cfg.max_pixels)
+    if ctx.worker_setup is not None:
+        ctx.worker_setup(ctx)
 
 
 def build_chunk(ctx: BuildContext, k: int) -> dict:
@@ -85,11 +92,14 @@ def build_chunk(ctx: BuildContext, k: int) -> dict:
     out = Path(ctx.out)
     folders = ctx.cfg.image_folders
     records, family_use, lengths, fallbacks, attempts = [], Counter(), Counter(), 0, 0
-    for i in ctx.chunk_range(k):
-        s = stem(i, ctx.width)
-        recipe, ref = sample_recipe(i, ctx.cfg, ctx.families, ctx.sources, cache.get, s,
-                                    chain_sampler=ctx.chain_sampler)
-        images = render(recipe, ref)
+    sampled = [sample_recipe(i, ctx.cfg, ctx.families, ctx.sources, cache.get, stem(i, ctx.width),
+                             chain_sampler=ctx.chain_sampler) for i in ctx.chunk_range(k)]
+    if ctx.batch_renderer is not None:
+        rendered = ctx.batch_renderer(ctx, [r for r, _ in sampled], [ref for _, ref in sampled])
+    else:
+        rendered = [render(recipe, ref) for recipe, ref in sampled]
+    for (recipe, _ref), images in zip(sampled, rendered):
+        s = recipe["stem"]
         files = {}
         for folder in folders:
             data = encode_png(images[folder])
@@ -174,7 +184,7 @@ def chunk_done(ctx: BuildContext, k: int) -> bool:
 
 
 def prepare(cfg: BuildConfig, out_root, *, workers: int, resume: bool, progress: bool,
-            log: Callable[[str], None], chain_sampler=None, extra_settings=None) -> tuple:
+            log: Callable[[str], None], hooks: Optional[dict] = None, extra_settings=None) -> tuple:
     """Everything before the work: plugins, sources, the settings check. Returns (ctx, scan info)."""
     plugins = [str(Path(p).resolve()) for p in cfg.plugins]
     for p in plugins:
@@ -232,7 +242,7 @@ def prepare(cfg: BuildConfig, out_root, *, workers: int, resume: bool, progress:
         (out / folder).mkdir(parents=True, exist_ok=True)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(cfg=cfg, families=families, sources=sources, out=str(out), width=width,
-                       chunk_size=chunk_size, plugins=plugins, chain_sampler=chain_sampler)
+                       chunk_size=chunk_size, plugins=plugins, **(hooks or {}))
     info = {"files_found": len(paths), "ignored_non_image": ignored, "usable_in_split": len(sources),
             "other_split": other_split, "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}
     return ctx, info
@@ -256,13 +266,17 @@ def assemble(ctx: BuildContext) -> dict:
 
 
 def run_build(cfg: BuildConfig, out_root, *, workers: Optional[int] = None, resume: bool = False,
-              progress: bool = True, log: Callable[[str], None] = print, chain_sampler=None,
-              extra_settings=None, setup: Callable = setup_worker) -> dict:
-    """Build (or finish, with resume) one subset; returns the report (also saved as report.json)."""
+              progress: bool = True, log: Callable[[str], None] = print, hooks: Optional[dict] = None,
+              extra_settings=None) -> dict:
+    """Build (or finish, with resume) one subset; returns the report (also saved as report.json).
+
+    hooks: chain_sampler, batch_renderer, worker_setup (see BuildContext) for subsets
+    beyond the traditional one; extra_settings join build.json's settings (what --resume checks).
+    """
     started = time.time()
     workers = workers or default_workers()
     ctx, info = prepare(cfg, out_root, workers=workers, resume=resume, progress=progress, log=log,
-                        chain_sampler=chain_sampler, extra_settings=extra_settings)
+                        hooks=hooks, extra_settings=extra_settings)
     out = Path(ctx.out)
     removed = remove_partials(out)
     state = json.loads((out / BUILD).read_text())
@@ -276,7 +290,7 @@ def run_build(cfg: BuildConfig, out_root, *, workers: Optional[int] = None, resu
     bar = _progress_bar(cfg.n, f"{cfg.task}/{cfg.split}/{cfg.subset}", "ex", progress, initial=already)
     work_started = time.time()
     try:
-        run_local(build_chunk, ctx, pending, workers, lambda st: bar.update(st["examples"]), setup=setup)
+        run_local(build_chunk, ctx, pending, workers, lambda st: bar.update(st["examples"]), setup=setup_worker)
     except KeyboardInterrupt:
         bar.close()
         raise BuildError(f"interrupted; everything written so far is kept. Run the same command with "

@@ -110,13 +110,31 @@ def distort_options(fn):
     return fn
 
 
+generators_option = click.option(
+    "--generators", "bank", type=click.Path(exists=True, file_okay=False), default=None,
+    help="A trained generator bank (`bapps-build generators train`): enables the cnn family.")
+
+
+def load_bank(bank, device="cpu"):
+    """Register the `cnn` family of a trained bank (needs the cnn extra: torch)."""
+    from generators.integration import register_bank
+
+    return register_bank(bank, device=device)
+
+
 @main.command()
 @distort_options
-@click.option("--subset", type=click.Choice(["traditional"]), default="traditional", show_default=True,
-              help="Which BAPPS subset to build.")
+@click.option("--subset", type=click.Choice(["traditional", "cnn", "mix"]), default="traditional",
+              show_default=True,
+              help="traditional: the 20 families. cnn: a generator bank's networks (needs --generators). "
+                   "mix: p0 and p1 each drawn from traditional and cnn together.")
+@generators_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the cnn family's networks run (cpu replays bit-exactly).")
 @friendly_errors
 def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, patch_size, scale_range,
-            flat_threshold, max_chain, families, severity_range, max_pixels, quiet, plugins, subset):
+            flat_threshold, max_chain, families, severity_range, max_pixels, quiet, plugins, subset, bank,
+            device):
     """Make N triplets (or JND pairs) with the traditional distortions.
 
     \b
@@ -130,13 +148,22 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
       bapps-build distort --n 4800 --task jnd --split val --families gaussian_blur,jpeg
     """
     load_plugins(plugins)
+    family_list = split_names(families)
+    hooks, extra = None, None
+    if subset != "traditional":
+        if not bank:
+            raise click.UsageError(f"--subset {subset} needs --generators BANK (a trained generator bank; "
+                                   "see `bapps-build generators --help`)")
+        from generators.integration import distort_hooks
+
+        hooks, extra, family_list = distort_hooks(bank, subset, family_list, device=device)
     cfg = BuildConfig(n=n, task=task, split=split, subset=subset, seed=seed, patch_size=patch_size,
                       scale_range=tuple(scale_range), flat_threshold=flat_threshold, max_chain=max_chain,
-                      families=tuple(split_names(families)) if split_names(families) else None,
+                      families=tuple(family_list) if family_list else None,
                       severity_range=tuple(severity_range), val_fraction=val_fraction,
                       sources=tuple(sources), max_pixels=max_pixels, plugins=tuple(plugins))
     report = run_build(cfg, out, workers=workers, resume=resume, progress=not quiet,
-                       log=lambda m: click.echo(m, err=True))
+                       log=lambda m: click.echo(m, err=True), hooks=hooks, extra_settings=extra)
     click.echo(format_report(report))
 
 
@@ -153,8 +180,9 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
               help="Also write the chain (family, severity, params) as JSON here.")
 @plugin_option
+@generators_option
 @friendly_errors
-def apply(image, spec, out, seed, record, plugins):
+def apply(image, spec, out, seed, record, plugins, bank):
     """Apply a chain of distortions to any image.
 
     \b
@@ -162,11 +190,14 @@ def apply(image, spec, out, seed, record, plugins):
       bapps-build apply photo.jpg --chain gaussian_blur:0.5+jpeg:0.8 --out out.png
       bapps-build apply photo.jpg --chain jpeg:quality=10 --out out.png
       bapps-build apply photo.jpg --chain pink_noise --seed 3 --out out.png
+      bapps-build apply photo.jpg --chain cnn --generators bank --out out.png
     """
     from .files import encode_png
     from .sources import read_source, to_float
 
     load_plugins(plugins)
+    if bank:
+        load_bank(bank)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
     chain = distortions.parse_chain_spec(spec, np.random.default_rng(seed))

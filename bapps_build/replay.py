@@ -38,6 +38,18 @@ def resolve_subset(path, subset: Optional[str] = None) -> Path:
     raise ReplayError(f"{path} holds several subsets ({names}); pick one with --subset TASK/SPLIT/SUBSET")
 
 
+def prepare_families(subset_path: Path) -> None:
+    """Register what the build's settings say it used beyond the built-ins (a generator bank)."""
+    build_file = Path(subset_path) / "build.json"
+    if not build_file.exists():
+        return
+    settings = json.loads(build_file.read_text()).get("settings", {})
+    if settings.get("generators"):
+        from generators.integration import prepare_replay
+
+        prepare_replay(settings)
+
+
 def find_record(subset_path: Path, example_id: int) -> dict:
     manifest = Path(subset_path) / MANIFEST
     if not manifest.exists():
@@ -74,6 +86,7 @@ def replay_example(subset_path, example_id: int, plugins=()) -> dict:
     for p in plugins:
         distortions.load_plugin_file(p)
     subset_path = Path(subset_path)
+    prepare_families(subset_path)
     record = find_record(subset_path, example_id)
     images = replay_record(record)
     result = {"id": example_id, "stem": record["stem"], "folders": {}, "ok": True}
