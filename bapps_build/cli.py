@@ -70,6 +70,14 @@ def main():
 # ---------------------------------------------------------------- distort
 
 
+executor_option = click.option(
+    "--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+    help="local: a process pool on this machine. dask: dask.distributed (a LocalCluster, or --scheduler).")
+scheduler_option = click.option(
+    "--scheduler", default=None, metavar="ADDRESS",
+    help="Dask scheduler to use with --executor dask, e.g. tcp://head-node:8786.")
+
+
 def distort_options(fn):
     options = [
         click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of examples."),
@@ -102,6 +110,14 @@ def distort_options(fn):
                      help="Severities are drawn uniformly in MIN MAX (within [0, 1])."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=200_000_000, show_default=True,
                      help="Refuse source images with more pixels (decompression-bomb guard)."),
+        click.option("--format", "fmt", type=click.Choice(["bapps", "webdataset"]), default="bapps",
+                     show_default=True,
+                     help="bapps: a tree of PNG files the LPIPS trainer reads; webdataset: tar shards "
+                          "written directly (see `bapps-build export`)."),
+        click.option("--maxcount", type=click.IntRange(min=1), default=2000, show_default=True,
+                     help="Examples per shard with --format webdataset."),
+        executor_option,
+        scheduler_option,
         click.option("--quiet", is_flag=True, help="No progress bar."),
         plugin_option,
     ]
@@ -133,8 +149,8 @@ def load_bank(bank, device="cpu"):
               help="Where the cnn family's networks run (cpu replays bit-exactly).")
 @friendly_errors
 def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, patch_size, scale_range,
-            flat_threshold, max_chain, families, severity_range, max_pixels, quiet, plugins, subset, bank,
-            device):
+            flat_threshold, max_chain, families, severity_range, max_pixels, fmt, maxcount, executor, scheduler,
+            quiet, plugins, subset, bank, device):
     """Make N triplets (or JND pairs) with the traditional distortions.
 
     \b
@@ -146,6 +162,8 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
       bapps-build distort --n 1000 --out dataset
       bapps-build distort --n 5000 --split val --sources ~/photos --out dataset
       bapps-build distort --n 4800 --task jnd --split val --families gaussian_blur,jpeg
+      bapps-build distort --n 160000 --format webdataset --out shards
+      bapps-build distort --n 160000 --executor dask --scheduler tcp://head:8786 --out /shared/ds
     """
     load_plugins(plugins)
     family_list = split_names(families)
@@ -161,9 +179,11 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
                       scale_range=tuple(scale_range), flat_threshold=flat_threshold, max_chain=max_chain,
                       families=tuple(family_list) if family_list else None,
                       severity_range=tuple(severity_range), val_fraction=val_fraction,
-                      sources=tuple(sources), max_pixels=max_pixels, plugins=tuple(plugins))
+                      sources=tuple(sources), max_pixels=max_pixels, plugins=tuple(plugins),
+                      format=fmt, maxcount=maxcount)
     report = run_build(cfg, out, workers=workers, resume=resume, progress=not quiet,
-                       log=lambda m: click.echo(m, err=True), hooks=hooks, extra_settings=extra)
+                       log=lambda m: click.echo(m, err=True), hooks=hooks, extra_settings=extra,
+                       executor=executor, scheduler=scheduler)
     click.echo(format_report(report))
 
 
@@ -333,6 +353,102 @@ def preview(dataset, out, count, seed, ids, zoom, subset):
     id_list = [int(x) for x in ids.split(",")] if ids else None
     shown = write_preview(path, out, count=count, seed=seed, ids=id_list, zoom=zoom)
     click.echo(f"wrote {out} ({shown} examples from {path})")
+
+
+# ---------------------------------------------------------------- real
+
+
+@main.command()
+@click.option("--reference", type=click.Path(exists=True, file_okay=False), required=True,
+              help="Folder of reference images (the ground truth the algorithms were run on).")
+@click.option("--outputs", multiple=True, type=click.Path(exists=True, file_okay=False), required=True,
+              help="Folders of algorithm outputs, one per algorithm, files named like the references "
+                   "(give at least two: --outputs A --outputs B, or --outputs A B).")
+@click.argument("more_outputs", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of triplets.")
+@click.option("--out", type=click.Path(file_okay=False), default="dataset", show_default=True)
+@click.option("--name", required=True, help="Subset name: superres, deblur, color, frameinterp, ...")
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--patch-size", type=click.IntRange(16, 4096), default=64, show_default=True)
+@click.option("--scale-range", type=(float, float), default=(1.0, 1.0), show_default=True,
+              help="Optional random rescale before cropping, MIN MAX (log-uniform); 1 1 = none.")
+@click.option("--flat-threshold", type=float, default=0.015, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["bapps", "webdataset"]), default="bapps", show_default=True)
+@click.option("--maxcount", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@executor_option
+@scheduler_option
+@click.option("--resume", is_flag=True, help="Finish an interrupted build (same settings).")
+@click.option("--quiet", is_flag=True)
+@friendly_errors
+def real(reference, outputs, more_outputs, n, out, name, split, seed, patch_size, scale_range, flat_threshold,
+         fmt, maxcount, workers, executor, scheduler, resume, quiet):
+    """Triplets from the outputs of real algorithms (BAPPS's superres, deblur, color, frameinterp).
+
+    For a reference image, p0 and p1 are aligned crops of the outputs of two different
+    algorithms for it, matched by file stem. A missing counterpart, mismatched sizes or a
+    single algorithm for an image are reported and skipped.
+
+    \b
+    Example:
+      bapps-build real --reference gt/ --outputs edsr/ bicubic/ srgan/ --n 10000 --name superres
+    """
+    from .real import RealConfig, run_real
+
+    cfg = RealConfig(n=n, name=name, seed=seed, split=split, patch_size=patch_size, scale_range=tuple(scale_range),
+                     flat_threshold=flat_threshold, format=fmt, maxcount=maxcount)
+    report = run_real(cfg, reference, list(outputs) + list(more_outputs), out, workers=workers, resume=resume,
+                      progress=not quiet, log=lambda m: click.echo(m, err=True), executor=executor,
+                      scheduler=scheduler)
+    click.echo(format_report(report))
+
+
+# ---------------------------------------------------------------- export
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["webdataset", "bapps"]), required=True,
+              help="webdataset: a BAPPS tree to tar shards. bapps: shards back to a BAPPS tree.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Where to write.")
+@click.option("--maxcount", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Examples per shard (webdataset).")
+@click.option("--stored-size", type=click.IntRange(16, 4096), default=None,
+              help="Store the images at this size (bapps), e.g. 256 like the released BAPPS files.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: all cores].")
+@executor_option
+@scheduler_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def export(source, fmt, out, maxcount, stored_size, workers, executor, scheduler, quiet):
+    """Convert between a BAPPS tree and WebDataset shards.
+
+    \b
+    Shards hold one sample per example: ref.png, p0.png, p1.png (JND: p0.png, p1.png),
+    judge.npy / same.npy when labelled, and json (recipe and counts); NAME-000000.tar ...
+    and index.json per subset. The same tree always gives the same shard bytes.
+
+    \b
+    Examples:
+      bapps-build export dataset --format webdataset --out shards
+      bapps-build export shards --format bapps --out tree --stored-size 256
+    """
+    from .export import export_to_shards, export_to_tree
+
+    if fmt == "webdataset":
+        if stored_size:
+            raise click.UsageError("--stored-size goes with --format bapps")
+        summary = export_to_shards(source, out, maxcount=maxcount, workers=workers, executor=executor,
+                                   scheduler=scheduler, progress=not quiet)
+    else:
+        summary = export_to_tree(source, out, stored_size=stored_size, workers=workers, executor=executor,
+                                 scheduler=scheduler, progress=not quiet)
+    for s in summary["subsets"]:
+        click.echo(f"{s['subset']}: {s['examples']} examples" + (f" in {s['shards']} shard(s) -> {s['target']}"
+                                                                  if "shards" in s else ""))
+    click.echo(f"{summary['examples']} examples in {summary['seconds']:.1f} s"
+               + (f" ({summary['rate_per_second']:.0f}/s)" if summary["rate_per_second"] else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,8 @@ class BuildConfig:
     sources: Tuple[str, ...] = ()  # --sources specs; empty: the built-in photos
     max_pixels: int = DEFAULT_MAX_PIXELS
     plugins: Tuple[str, ...] = ()
+    format: str = "bapps"  # bapps: a tree of PNG files; webdataset: tar shards
+    maxcount: int = 2000  # examples per shard (webdataset)
     extra: dict = field(default_factory=dict)  # settings of subsystems (a generator bank, ...)
 
     def __post_init__(self):
@@ -57,6 +59,8 @@ class BuildConfig:
         need(0 <= s_lo <= s_hi <= 1, f"--severity-range needs 0 <= MIN <= MAX <= 1, got {s_lo} {s_hi}")
         need(0 <= self.val_fraction <= 1, f"--val-fraction must be in [0, 1], got {self.val_fraction}")
         need(self.max_pixels >= self.patch_size**2, f"--max-pixels is below one patch: {self.max_pixels}")
+        need(self.format in ("bapps", "webdataset"), f"--format must be bapps or webdataset, got {self.format!r}")
+        need(self.maxcount >= 1, f"--maxcount must be a positive integer, got {self.maxcount}")
 
     @property
     def image_folders(self):

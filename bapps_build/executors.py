@@ -1,16 +1,27 @@
-"""Running units of work (ranges of example indices) on the cores of this machine.
+"""Running units of work (ranges of example indices) on this machine or on a Dask cluster.
 
-The unit is a pure function of (context, unit id) that writes its own files and returns a
-small dict; any scheduler can run any unit in any order. The default is a local process
-pool; with one worker everything runs in this process.
+A unit is a pure function `fn(context, unit_id, progress)` that writes its own files and
+returns a small dict; any scheduler can run any unit, in any order, more than once. So the
+output is the same byte for byte whichever executor runs it, and a unit lost with a dead
+worker is simply run again. `progress(n)` reports n more examples done, from wherever the
+unit runs, to the one progress bar of the driver.
+
+- local (the default): a process pool ("spawn": no inherited state, the same on every
+  platform); with one worker, everything runs in this process.
+- dask: `dask.distributed`, on a `LocalCluster` or the scheduler given.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
+import uuid
 from typing import Callable, Iterable, Optional
 
+EXECUTORS = ("local", "dask")
+
 _CONTEXT = None
+_PROGRESS = None
 
 
 def default_workers() -> int:
@@ -20,42 +31,131 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _init_worker(setup: Optional[Callable], context) -> None:
-    global _CONTEXT
+def _init_worker(setup: Optional[Callable], context, progress_queue) -> None:
+    global _CONTEXT, _PROGRESS
     _CONTEXT = context
+    _PROGRESS = progress_queue
     if setup is not None:
         setup(context)
 
 
-def _run_unit(args):
-    fn, unit = args
-    return fn(_CONTEXT, unit)
+def _report(n: int) -> None:
+    if _PROGRESS is not None and n:
+        _PROGRESS.put(n)
 
 
-def run_local(fn: Callable, context, units: Iterable[int], workers: int,
-              on_result: Callable[[dict], None], setup: Optional[Callable] = None) -> None:
-    """Run fn(context, unit) for every unit; on_result gets each result as it arrives.
+def _run_unit(fn, unit):
+    return fn(_CONTEXT, unit, _report)
 
-    Workers are started with the "spawn" method: nothing of this process's state (threads,
-    open files, a half-initialised library) is inherited, on every platform alike. The
-    context is sent once per worker, not once per unit.
-    """
+
+def run_units(fn: Callable, context, units: Iterable[int], *, workers: int, on_result: Callable[[dict], None],
+              on_progress: Callable[[int], None] = lambda n: None, setup: Optional[Callable] = None,
+              executor: str = "local", scheduler: Optional[str] = None) -> None:
+    """Run fn(context, unit, progress) for every unit; on_result gets each result as it arrives."""
+    if executor == "dask":
+        return run_dask(fn, context, units, workers=workers, on_result=on_result, on_progress=on_progress,
+                        setup=setup, scheduler=scheduler)
+    if executor != "local":
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if scheduler:
+        raise ValueError("--scheduler goes with --executor dask")
+    return run_local(fn, context, units, workers=workers, on_result=on_result, on_progress=on_progress,
+                     setup=setup)
+
+
+def run_local(fn, context, units, *, workers, on_result, on_progress=lambda n: None, setup=None) -> None:
     units = list(units)
     if not units:
         return
     if workers <= 1 or len(units) == 1:
-        _init_worker(setup, context)
+        global _CONTEXT, _PROGRESS
+        _CONTEXT, _PROGRESS = context, None
+        if setup is not None:
+            setup(context)
         for u in units:
-            on_result(fn(context, u))
+            on_result(fn(context, u, on_progress))
         return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     ctx = mp.get_context("spawn")
-    pool = ctx.Pool(processes=min(workers, len(units)), initializer=_init_worker, initargs=(setup, context))
+    progress_queue = ctx.Queue()
+    # ProcessPoolExecutor, not Pool: a worker that dies (killed, out of memory) breaks the
+    # pool with an error instead of leaving its unit pending for ever
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(units)), mp_context=ctx,
+                               initializer=_init_worker, initargs=(setup, context, progress_queue))
     try:
-        for result in pool.imap_unordered(_run_unit, [(fn, u) for u in units]):
-            on_result(result)
-        pool.close()
+        pending = {pool.submit(_run_unit, fn, u) for u in units}
+        while pending:
+            finished, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+            _drain(progress_queue, on_progress)
+            for future in finished:
+                on_result(future.result())
+        pool.shutdown(wait=True)
     except BaseException:
-        pool.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
         raise
     finally:
-        pool.join()
+        progress_queue.close()
+
+
+def _drain(q, on_progress) -> None:
+    while True:
+        try:
+            on_progress(q.get_nowait())
+        except queue.Empty:
+            return
+
+
+# ---------------------------------------------------------------------------- dask
+
+_SET_UP = set()  # per worker process: the contexts whose setup already ran
+
+
+def _dask_unit(fn, context, token, setup, topic, unit):
+    from distributed import get_worker
+
+    worker = get_worker()
+    if setup is not None and token not in _SET_UP:
+        setup(context)
+        _SET_UP.add(token)
+
+    def progress(n):
+        if n:
+            worker.log_event(topic, {"n": int(n)})
+    return fn(context, unit, progress)
+
+
+def run_dask(fn, context, units, *, workers, on_result, on_progress=lambda n: None, setup=None,
+             scheduler=None) -> None:
+    """Each unit is one Dask task. A task lost with its worker is rescheduled by Dask and
+    rewrites the same files (atomically), so nothing is lost and nothing differs."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise RuntimeError("--executor dask needs dask.distributed: pip install 'bapps-build[dask]'") from None
+    units = list(units)
+    if not units:
+        return
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+        client = Client(cluster)
+    topic = f"bapps-progress-{uuid.uuid4().hex}"
+    token = uuid.uuid4().hex
+    try:
+        client.subscribe_topic(topic, lambda event: on_progress(event[1]["n"]))
+        [ctx_future] = client.scatter([context], broadcast=True)
+        futures = [client.submit(_dask_unit, fn, ctx_future, token, setup, topic, u, pure=False,
+                                 key=f"bapps-unit-{token}-{u}") for u in units]
+        for future in as_completed(futures):
+            on_result(future.result())
+        client.unsubscribe_topic(topic)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -59,7 +59,10 @@ def _task_of(record: dict) -> str:
 def _label(record: dict, folder: str) -> str:
     if folder == "ref" or (folder == "p0" and _task_of(record) == "jnd"):
         return "reference"
-    return describe_chain(record.get(folder) or [])
+    entry = record.get(folder)
+    if isinstance(entry, dict) and "algorithm" in entry:  # a real-algorithm output
+        return entry["algorithm"]
+    return describe_chain(entry or [])
 
 
 def _font(size: int):
@@ -107,7 +110,7 @@ def html_sheet(subset_path, records: List[dict], zoom: int = 3) -> str:
         for folder in folders:
             data = (subset_path / folder / f"{record['stem']}.png").read_bytes()
             uri = "data:image/png;base64," + base64.b64encode(data).decode()
-            chain = record.get(folder) if folder != "ref" else None
+            chain = record.get(folder) if folder != "ref" else None  # a chain, or a real algorithm
             params = html.escape(json.dumps(chain, indent=1)) if chain else ""
             cells.append(
                 f'<td><img src="{uri}" title="{params}"><div class="label">{html.escape(folder)}: '

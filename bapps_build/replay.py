@@ -70,6 +70,13 @@ def find_record(subset_path: Path, example_id: int) -> dict:
 
 def replay_record(record: dict, max_pixels: int = 0) -> dict:
     """The example's images (uint8 by folder) regenerated from the record alone."""
+    if record.get("kind") == "real":
+        from .real import render_real
+
+        try:
+            return render_real(record, max_pixels)
+        except UnusableSource as exc:
+            raise ReplayError(f"example {record['id']}: {exc}") from None
     src = record["source"]
     try:
         data, image = read_source(src["path"], max_pixels)

@@ -13,7 +13,7 @@ from PIL import Image
 
 import distortions
 from bapps_build import BuildConfig, BuildError, run_build
-from bapps_build import build as build_module
+from bapps_build import jobs as jobs_module
 from bapps_build.files import read_jsonl, sha256_file
 from bapps_build.layout import MANIFEST, PARTS, stem_width, subset_dir
 from bapps_build.recipes import render, sample_recipe
@@ -179,10 +179,10 @@ def test_jnd_pairs(tmp_path):
 
 def _crash_after(examples):
     """A build_chunk that dies part-way, leaving images of an incomplete chunk and a temp file."""
-    real = build_module.build_chunk
+    real = jobs_module.build_chunk
     state = {"left": examples}
 
-    def chunk(ctx, k):
+    def chunk(ctx, k, progress=lambda n: None):
         n = len(ctx.chunk_range(k))
         if state["left"] < n:
             out = Path(ctx.out)
@@ -194,13 +194,13 @@ def _crash_after(examples):
             (out / "p0" / f".{i:06d}.png.123.partial").write_bytes(b"\x89PNG half")
             raise KeyboardInterrupt
         state["left"] -= n
-        return real(ctx, k)
+        return real(ctx, k, progress)
     return chunk
 
 
 def test_resume_after_interruption_is_byte_identical(tmp_path, monkeypatch):
     build(tmp_path, "clean", n=50, seed=8)
-    monkeypatch.setattr(build_module, "build_chunk", _crash_after(25))
+    monkeypatch.setattr(jobs_module, "build_chunk", _crash_after(25))
     with pytest.raises(BuildError, match="--resume"):
         build(tmp_path, "crashed", n=50, seed=8)
     monkeypatch.undo()

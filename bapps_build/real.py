@@ -1,0 +1,246 @@
+"""`bapps-build real`: triplets from the outputs of real algorithms (BAPPS's superres,
+deblur, colorization and frame-interpolation subsets).
+
+Each reference image is matched by file stem with the outputs of several algorithms run on
+it (one folder per algorithm). Example i draws (from seed and i alone) a reference image,
+two different algorithms (p0 and p1, in a random order) and one crop box, optionally after
+a random rescale, and cuts the same box from all three. The manifest records which
+algorithms and which crop.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .executors import default_workers
+from .files import sha256_bytes
+from .jobs import BuildError, Job, check_target, open_job, run_job
+from .layout import stem, stem_width, subset_dir
+from .patches import crop_record, extract_patch, flatness, sample_window
+from .sources import (IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, Source, SourceCache, SourceError, UnusableSource,
+                      read_source)
+from .recipes import stream_rng
+
+
+@dataclass(frozen=True)
+class RealImage:
+    """A reference and the algorithms whose outputs match it (same stem, same size)."""
+
+    stem: str
+    reference: Source
+    outputs: Tuple[Tuple[str, Source], ...]  # (algorithm, output)
+
+
+def _by_stem(folder: Path, problems: List[dict]) -> Dict[str, Path]:
+    found: Dict[str, Path] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            key = os.path.splitext(name)[0]
+            path = Path(root) / name
+            if key in found:
+                problems.append({"path": str(path), "reason": f"same stem as {found[key]}; this one is ignored"})
+                continue
+            found[key] = path
+    return found
+
+
+def _describe(path: Path, max_pixels: int) -> Source:
+    data, image = read_source(str(path), max_pixels)
+    return Source(str(path.resolve()), hashlib.sha256(data).hexdigest(), image.shape[1], image.shape[0], "val")
+
+
+def match_outputs(reference_dir, output_dirs: Sequence, *, min_size: int, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> Tuple[List[RealImage], List[dict]]:
+    """Pair each reference with its algorithms' outputs; everything unusable is reported, not fatal."""
+    reference_dir = Path(reference_dir)
+    if not reference_dir.is_dir():
+        raise SourceError(f"--reference {reference_dir}: no such folder")
+    if len(output_dirs) < 2:
+        raise SourceError("--outputs needs at least two algorithm folders (p0 and p1 come from two algorithms)")
+    names = [Path(d).name for d in output_dirs]
+    if len(set(names)) != len(names):
+        raise SourceError(f"--outputs folders must have distinct names (they name the algorithms): {names}")
+    problems: List[dict] = []
+    refs = _by_stem(reference_dir, problems)
+    outputs = {}
+    for d in output_dirs:
+        if not Path(d).is_dir():
+            raise SourceError(f"--outputs {d}: no such folder")
+        outputs[Path(d).name] = _by_stem(Path(d), problems)
+    matched = []
+    for key, ref_path in sorted(refs.items()):
+        try:
+            ref = _describe(ref_path, max_pixels)
+        except UnusableSource as exc:
+            problems.append({"path": str(ref_path), "reason": str(exc)})
+            continue
+        if min(ref.width, ref.height) < min_size:
+            problems.append({"path": str(ref_path), "reason": f"too small: {ref.width}x{ref.height}, "
+                                                              f"needs {min_size} px"})
+            continue
+        have = []
+        for algorithm, files in outputs.items():
+            path = files.get(key)
+            if path is None:
+                problems.append({"path": str(ref_path), "reason": f"no output of {algorithm} for it "
+                                                                  f"(no {key}.* in {algorithm}/)"})
+                continue
+            try:
+                out = _describe(path, max_pixels)
+            except UnusableSource as exc:
+                problems.append({"path": str(path), "reason": str(exc)})
+                continue
+            if (out.width, out.height) != (ref.width, ref.height):
+                problems.append({"path": str(path), "reason": f"size {out.width}x{out.height} differs from the "
+                                                              f"reference's {ref.width}x{ref.height}"})
+                continue
+            have.append((algorithm, out))
+        if len(have) < 2:
+            problems.append({"path": str(ref_path), "reason": f"only {len(have)} usable algorithm output(s); "
+                                                              "a triplet needs two"})
+            continue
+        matched.append(RealImage(key, ref, tuple(have)))
+    for algorithm, files in outputs.items():
+        for key, path in sorted(files.items()):
+            if key not in refs:
+                problems.append({"path": str(path), "reason": f"no reference image named {key}.* for it"})
+    return matched, problems
+
+
+@dataclass(frozen=True)
+class RealConfig:
+    n: int
+    name: str
+    seed: int = 0
+    split: str = "val"
+    patch_size: int = 64
+    scale_range: Tuple[float, float] = (1.0, 1.0)
+    flat_threshold: float = 0.015
+    max_flat_attempts: int = 50
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    format: str = "bapps"
+    maxcount: int = 2000
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise BuildError(f"--n must be positive, got {self.n}")
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise BuildError(f"--name must be a plain folder name such as superres, got {self.name!r}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi or not math.isfinite(hi):
+            raise BuildError(f"--scale-range needs 0 < MIN <= MAX, got {lo} {hi}")
+
+
+_CACHE: Optional[SourceCache] = None
+
+
+@dataclass
+class RealJob(Job):
+    cfg: RealConfig = None
+    images: List[RealImage] = field(default_factory=list)
+
+    def setup_worker(self) -> None:
+        global _CACHE
+        _CACHE = SourceCache(max_pixels=self.cfg.max_pixels)
+
+    def make_examples(self, indices):
+        cache = _CACHE or SourceCache(max_pixels=self.cfg.max_pixels)
+        return [self.make_example(i, cache) for i in indices]
+
+    def make_example(self, i: int, cache: SourceCache):
+        cfg = self.cfg
+        rng = stream_rng(cfg.seed, i, "patch")
+        best = None
+        for attempt in range(1, cfg.max_flat_attempts + 1):
+            image = self.images[int(rng.integers(len(self.images)))]
+            picks = rng.choice(len(image.outputs), size=2, replace=False)
+            box = sample_window(rng, image.reference.width, image.reference.height, cfg.patch_size, cfg.scale_range)
+            ref = extract_patch(cache.get(image.reference), box, cfg.patch_size)
+            score = flatness(ref)
+            if best is None or score > best[0]:
+                best = (score, image, picks, box, ref, attempt)
+            if score >= cfg.flat_threshold:
+                break
+        score, image, picks, box, ref, attempt = best
+        crop = crop_record(box, cfg.patch_size, attempt)
+        if score < cfg.flat_threshold:
+            crop["flat_fallback"] = True
+        recipe = {"id": i, "stem": stem(i, self.width), "seed": cfg.seed, "task": "2afc", "kind": "real",
+                  "source": {"path": image.reference.path, "sha256": image.reference.sha256}, "crop": crop}
+        images = {"ref": ref}
+        for folder, pick in zip(("p0", "p1"), picks):
+            algorithm, output = image.outputs[int(pick)]
+            recipe[folder] = {"algorithm": algorithm, "path": output.path, "sha256": output.sha256}
+            images[folder] = extract_patch(cache.get(output), box, cfg.patch_size)
+        return recipe, images
+
+    def tally(self, recipe, counts):
+        use = counts.setdefault("algorithm_use", {})
+        for folder in ("p0", "p1"):
+            a = recipe[folder]["algorithm"]
+            use[a] = use.get(a, 0) + 1
+        counts["flat_fallbacks"] = counts.get("flat_fallbacks", 0) + int(recipe["crop"].get("flat_fallback", False))
+
+
+def render_real(recipe: dict, max_pixels: int = 0) -> Dict[str, np.ndarray]:
+    """Re-cut a real-algorithm example from its record alone (for replay)."""
+    images = {}
+    for folder, entry in (("ref", recipe["source"]), ("p0", recipe["p0"]), ("p1", recipe["p1"])):
+        data, pixels = read_source(entry["path"], max_pixels)
+        if sha256_bytes(data) != entry["sha256"]:
+            raise UnusableSource(f"{entry['path']} has changed since example {recipe['id']} was made")
+        images[folder] = extract_patch(pixels, recipe["crop"]["box"], recipe["crop"]["size"])
+    return images
+
+
+def run_real(cfg: RealConfig, reference_dir, output_dirs, out_root, *, workers: Optional[int] = None,
+             resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+             executor: str = "local", scheduler: Optional[str] = None) -> dict:
+    started = time.time()
+    workers = workers or default_workers()
+    out = subset_dir(out_root, "2afc", cfg.split, cfg.name)
+    state = check_target(out, resume)
+    images, problems = match_outputs(reference_dir, output_dirs, min_size=cfg.patch_size, max_pixels=cfg.max_pixels)
+    if not images:
+        raise SourceError(f"no reference image in {reference_dir} has two usable algorithm outputs "
+                          f"({len(problems)} problem(s), e.g. "
+                          + "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:3]) + ")")
+    digest = hashlib.sha256()
+    for im in images:
+        digest.update(im.reference.sha256.encode())
+        for algorithm, src in im.outputs:
+            digest.update(f"{algorithm}:{src.sha256}".encode())
+    settings = {"kind": "real", "n": cfg.n, "name": cfg.name, "seed": cfg.seed, "split": cfg.split,
+                "patch_size": cfg.patch_size, "scale_range": list(cfg.scale_range),
+                "flat_threshold": cfg.flat_threshold, "max_flat_attempts": cfg.max_flat_attempts,
+                "format": cfg.format, "maxcount": cfg.maxcount, "sources_digest": digest.hexdigest()}
+    chunk = cfg.maxcount if cfg.format == "webdataset" else max(10, min(200, -(-cfg.n // (workers * 8))))
+    side = {"sources.json": {"matched": [{"stem": im.stem, "reference": im.reference.path,
+                                          "algorithms": [a for a, _ in im.outputs]} for im in images],
+                             "skipped": problems}}
+    width, chunk = open_job(out, state, settings, stem_width(cfg.n), chunk, ("ref", "p0", "p1"), cfg.format,
+                            side_files=side)
+    job = RealJob(out=str(out), n=cfg.n, task="2afc", folders=("ref", "p0", "p1"), width=width, chunk_size=chunk,
+                  fmt=cfg.format, shard_name=f"2afc-{cfg.split}-{cfg.name}", cfg=cfg, images=images)
+    algorithms = sorted({a for im in images for a, _ in im.outputs})
+
+    def extra(totals):
+        return {"algorithm_use": dict(sorted(totals.get("algorithm_use", {}).items())),
+                "flat_patches_kept": totals.get("flat_fallbacks", 0), "max_flat_attempts": cfg.max_flat_attempts}
+
+    return run_job(job, workers=workers, executor=executor, scheduler=scheduler, resume=resume, progress=progress,
+                   log=log, desc=f"2afc/{cfg.split}/{cfg.name}",
+                   report_base={"task": "2afc", "split": cfg.split, "subset": cfg.name, "kind": "real",
+                                "algorithms": algorithms,
+                                "sources": {"matched_images": len(images), "skipped": problems}},
+                   started=started, report_extra=extra)
