@@ -324,7 +324,7 @@ def verify(dataset, no_checksums):
             if len(r["problems"]) > 50:
                 click.echo(f"  ... and {len(r['problems']) - 50} more")
         else:
-            click.echo(f"{head}, ok ({r['files_checked']} files checked against the manifest)")
+            click.echo(f"{head}, ok ({r['files_checked']} {r['checked']} checked against the manifest)")
     if bad:
         raise SystemExit(1)
 

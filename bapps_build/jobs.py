@@ -248,6 +248,7 @@ def run_job(job: Job, *, workers: Optional[int], executor: str = "local", schedu
     advance(job.n)
     bar.close()
     work_seconds = time.time() - work_started
+    remove_partials(out)  # a worker lost mid-write (its unit was redone) leaves a temp file behind
     totals = assemble(job)
     made = job.n - already
     report = {**report_base, "dataset": str(out), "format": job.fmt, "examples": job.n,

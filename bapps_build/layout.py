@@ -46,7 +46,7 @@ def find_subsets(root) -> List[Tuple[str, str, str, Path]]:
     for task in TASKS:
         for split_dir in sorted((root / task).glob("*")):
             for sub in sorted(split_dir.glob("*")):
-                if sub.is_dir() and ((sub / BUILD).exists() or (sub / MANIFEST).exists()
+                if sub.is_dir() and ((sub / BUILD).exists() or (sub / MANIFEST).exists() or (sub / "index.json").exists()
                                      or any((sub / f).is_dir() for f in IMAGE_FOLDERS[task])):
                     found.append((task, split_dir.name, sub.name, sub))
     return found

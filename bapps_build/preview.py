@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import textwrap
 from pathlib import Path
@@ -18,6 +19,7 @@ from distortions import describe_chain
 
 from .files import read_jsonl
 from .layout import IMAGE_FOLDERS, MANIFEST
+from .replay import read_example_files
 
 
 def select_records(subset_path: Path, count: int, seed: Optional[int] = None, ids=None) -> List[dict]:
@@ -65,6 +67,16 @@ def _label(record: dict, folder: str) -> str:
     return describe_chain(entry or [])
 
 
+def _images(subset_path: Path, record: dict) -> dict:
+    """PIL images of one example by folder, from a tree or from shards."""
+    folders = IMAGE_FOLDERS[_task_of(record)]
+    stored = read_example_files(subset_path, record["stem"], folders)
+    missing = [f for f in folders if f not in stored]
+    if missing:
+        raise FileNotFoundError(f"example {record['id']} has no {', '.join(missing)} image in {subset_path}")
+    return {f: Image.open(io.BytesIO(data)).convert("RGB") for f, data in stored.items()}
+
+
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -78,7 +90,7 @@ def contact_sheet(subset_path, records: List[dict], zoom: int = 3, columns: int 
         raise ValueError("no examples to preview")
     font = _font(11)
     folders = IMAGE_FOLDERS[_task_of(records[0])]
-    patch = Image.open(subset_path / folders[0] / f"{records[0]['stem']}.png").size[0] * zoom
+    patch = _images(subset_path, records[0])[folders[0]].size[0] * zoom
     chars = max(12, patch // 6)
     text_h = 4 * 13 + 6
     gap = 10
@@ -91,9 +103,10 @@ def contact_sheet(subset_path, records: List[dict], zoom: int = 3, columns: int 
         gx = gap + (n % columns) * group_w
         gy = gap + (n // columns) * (cell_h + 16)
         draw.text((gx, gy), f"#{record['id']}", fill="black", font=font)
+        images = _images(subset_path, record)
         for c, folder in enumerate(folders):
             x, y = gx + c * cell_w, gy + 14
-            im = Image.open(subset_path / folder / f"{record['stem']}.png").convert("RGB")
+            im = images[folder]
             sheet.paste(im.resize((patch, patch), Image.NEAREST), (x, y))
             text = textwrap.wrap(f"{folder}: {_label(record, folder)}", chars, break_on_hyphens=False)
             for line_no, line in enumerate(text[:4]):
@@ -106,9 +119,10 @@ def html_sheet(subset_path, records: List[dict], zoom: int = 3) -> str:
     rows = []
     for record in records:
         folders = IMAGE_FOLDERS[_task_of(record)]
+        stored = read_example_files(subset_path, record["stem"], folders)
         cells = []
         for folder in folders:
-            data = (subset_path / folder / f"{record['stem']}.png").read_bytes()
+            data = stored[folder]
             uri = "data:image/png;base64," + base64.b64encode(data).decode()
             chain = record.get(folder) if folder != "ref" else None  # a chain, or a real algorithm
             params = html.escape(json.dumps(chain, indent=1)) if chain else ""
@@ -123,7 +137,7 @@ def html_sheet(subset_path, records: List[dict], zoom: int = 3) -> str:
     size = None
     if records:
         first = IMAGE_FOLDERS[_task_of(records[0])][0]
-        size = Image.open(subset_path / first / f"{records[0]['stem']}.png").size[0] * zoom
+        size = _images(subset_path, records[0])[first].size[0] * zoom
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>bapps-build preview: {html.escape(str(subset_path))}</title>
 <style>

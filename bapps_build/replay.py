@@ -11,6 +11,7 @@ import distortions
 
 from .files import decode_png, encode_png, read_jsonl, sha256_bytes
 from .layout import MANIFEST, find_subsets
+from .shards import find_sample, is_shard_set
 from .recipes import reference_patch, render
 from .sources import UnusableSource, read_source
 
@@ -36,6 +37,20 @@ def resolve_subset(path, subset: Optional[str] = None) -> Path:
         raise ReplayError(f"{path} holds no BAPPS subset (no manifest.jsonl under <task>/<split>/<subset>)")
     names = ", ".join(f"{t}/{s}/{n}" for t, s, n, _ in found)
     raise ReplayError(f"{path} holds several subsets ({names}); pick one with --subset TASK/SPLIT/SUBSET")
+
+
+def read_example_files(subset_path: Path, stem: str, folders) -> dict:
+    """The stored PNG bytes of one example by folder, from a tree or from shards."""
+    subset_path = Path(subset_path)
+    if is_shard_set(subset_path) and not (subset_path / folders[0]).is_dir():
+        fields = find_sample(subset_path, stem)
+        return {f: fields[f"{f}.png"] for f in folders if f"{f}.png" in fields}
+    out = {}
+    for f in folders:
+        p = subset_path / f / f"{stem}.png"
+        if p.exists():
+            out[f] = p.read_bytes()
+    return out
 
 
 def prepare_families(subset_path: Path) -> None:
@@ -97,13 +112,19 @@ def replay_example(subset_path, example_id: int, plugins=()) -> dict:
     record = find_record(subset_path, example_id)
     images = replay_record(record)
     result = {"id": example_id, "stem": record["stem"], "folders": {}, "ok": True}
+    stored = read_example_files(subset_path, record["stem"], list(images))
+    stored_size = record.get("stored_size")
     for folder, pixels in images.items():
+        if stored_size:  # exported with --stored-size: compare at that size, resized the same way
+            from .export import _resize
+
+            pixels = decode_png(_resize(encode_png(pixels), stored_size))
         path = subset_path / folder / f"{record['stem']}.png"
-        entry = {"path": str(path)}
-        if not path.exists():
+        entry = {"path": str(path) if (subset_path / folder).is_dir() else f"shard sample {record['stem']}.{folder}.png"}
+        on_disk = stored.get(folder)
+        if on_disk is None:
             entry.update(exists=False, pixels_equal=False, bytes_equal=False)
         else:
-            on_disk = path.read_bytes()
             disk_pixels = decode_png(on_disk)
             entry.update(exists=True,
                          pixels_equal=bool(disk_pixels.shape == pixels.shape and np.array_equal(disk_pixels, pixels)),

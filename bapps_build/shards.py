@@ -132,3 +132,54 @@ def write_index(folder, name: str, task: str, shards: List[dict], extra=None) ->
 
     write_json_atomic(Path(folder) / INDEX, index)
     return index
+
+
+def is_shard_set(folder) -> bool:
+    return (Path(folder) / INDEX).exists()
+
+
+def find_sample(folder, key: str) -> Dict[str, bytes]:
+    """The fields of one sample of a shard set, found through the index's key ranges."""
+    index = json.loads((Path(folder) / INDEX).read_text())
+    for shard in index["shards"]:
+        if shard.get("first_key") is not None and shard["first_key"] <= key <= shard["last_key"]:
+            for k, fields in read_shard(Path(folder) / shard["file"]):
+                if k == key:
+                    return fields
+    raise KeyError(f"no sample {key} in the shards of {folder}")
+
+
+def verify_shard_set(folder, task: str, folders, label: str, manifest_records=None) -> List[str]:
+    """Problems a reader would hit: missing or changed shards, wrong counts, missing fields, keys."""
+    folder = Path(folder)
+    problems: List[str] = []
+    index = json.loads((folder / INDEX).read_text())
+    previous, total = "", 0
+    files_of = {r["stem"]: r.get("files", {}) for r in manifest_records or []}
+    for shard in index["shards"]:
+        path = folder / shard["file"]
+        if not path.exists():
+            problems.append(f"{shard['file']}: listed in {INDEX} but missing")
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != shard["sha256"]:
+            problems.append(f"{shard['file']}: content differs from the checksum in {INDEX}")
+        count = 0
+        for key, fields in read_shard(path):
+            count += 1
+            if key <= previous:
+                problems.append(f"{shard['file']}: key {key} is out of order or repeated")
+            previous = key
+            missing = [f"{f}.png" for f in folders if f"{f}.png" not in fields]
+            if missing:
+                problems.append(f"{shard['file']}: sample {key} lacks {', '.join(missing)}")
+            for f, digest in files_of.get(key, {}).items():
+                data = fields.get(f"{f}.png")
+                if data is not None and hashlib.sha256(data).hexdigest() != digest:
+                    problems.append(f"{shard['file']}: {key}.{f}.png differs from the manifest's checksum")
+        if count != shard["samples"]:
+            problems.append(f"{shard['file']}: {count} samples, {INDEX} says {shard['samples']}")
+        total += count
+    if manifest_records is not None and len(manifest_records) != total:
+        problems.append(f"the manifest has {len(manifest_records)} example(s), the shards {total}")
+    return problems

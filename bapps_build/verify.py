@@ -13,7 +13,10 @@ from typing import Dict, List
 
 import numpy as np
 
+import json
+
 from .files import read_jsonl, sha256_file
+from .shards import INDEX, is_shard_set, verify_shard_set
 from .layout import (IMAGE_FOLDERS, LABEL_FOLDERS, LOADER_IMAGE_EXTENSIONS, LOADER_LABEL_EXTENSIONS,
                      MANIFEST, find_subsets)
 
@@ -41,6 +44,12 @@ def _folder_files(folder: Path, wanted_ext: str, problems: List[str]) -> Dict[st
 
 
 def verify_subset(task: str, path: Path, checksums: bool = True) -> dict:
+    if is_shard_set(path) and not (path / IMAGE_FOLDERS[task][0]).is_dir():
+        records = list(read_jsonl(path / MANIFEST)) if (path / MANIFEST).exists() else None
+        problems = verify_shard_set(path, task, IMAGE_FOLDERS[task], LABEL_FOLDERS[task], records)
+        index = json.loads((path / INDEX).read_text())
+        return {"path": str(path), "task": task, "examples": index["samples"],
+                "files_checked": len(index["shards"]), "checked": "shard(s)", "problems": problems}
     problems: List[str] = []
     folders = {f: ".png" for f in IMAGE_FOLDERS[task]}
     label = LABEL_FOLDERS[task]
@@ -95,7 +104,7 @@ def verify_subset(task: str, path: Path, checksums: bool = True) -> dict:
             if value.size != 1 or not np.isfinite(value).all() or not 0.0 <= float(value.reshape(-1)[0]) <= 1.0:
                 problems.append(f"{f.relative_to(path)}: must hold one fraction in [0, 1], holds {value!r}")
     return {"path": str(path), "task": task, "examples": len(all_stems), "files_checked": checked,
-            "problems": problems}
+            "checked": "files", "problems": problems}
 
 
 def verify_dataset(root, checksums: bool = True) -> List[dict]:
