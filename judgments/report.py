@@ -1,0 +1,141 @@
+"""The judgment report of a subset: how many, by whom, who was dropped and why, how well judges agree.
+
+Agreement within an example with n judgments of which k chose p1 (JND: said "same"):
+    a = [k(k-1) + (n-k)(n-k-1)] / [n(n-1)]
+the chance that two different judges of it agree. Averaged over examples with n >= 2 it is
+also the expected agreement of one judge with the others, i.e. the 2AFC score a single human
+gets when scored against the rest: the paper's "human" row (about 73.9 on the BAPPS val sets).
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+
+from .catalog import KIND_PRACTICE, KIND_SENTINEL, KIND_TEST
+from .qc import QCParams, QCResult
+
+
+def agreement(n_pos: np.ndarray, n_total: np.ndarray) -> Dict:
+    """Per-example leave-one-out agreement (mean) and the pooled share of agreeing judge pairs."""
+    n = n_total.astype(np.float64)
+    k = n_pos.astype(np.float64)
+    usable = n >= 2
+    if not usable.any():
+        return {"examples_with_2_or_more": 0, "human_score": None, "pairwise_agreement": None}
+    agreeing_pairs = (k * (k - 1) + (n - k) * (n - k - 1))[usable]
+    pairs = (n * (n - 1))[usable]
+    return {"examples_with_2_or_more": int(usable.sum()),
+            "human_score": float(np.mean(agreeing_pairs / pairs)),
+            "pairwise_agreement": float(agreeing_pairs.sum() / pairs.sum())}
+
+
+def build_report(sj, qc: QCResult, params: QCParams, files: List[dict]) -> dict:
+    subset, rows = sj.subset, sj.rows
+    kind = sj.kind
+    rejected = np.asarray(rows.rejected, bool)
+    value = np.asarray(rows.value, np.int8)
+    active = ~rejected
+    n_total = qc.n_total
+    hist = np.bincount(n_total)
+    scored = qc.sentinels_seen > 0
+    passed = scored & ~qc.dropped
+    sent = active & (kind == KIND_SENTINEL)
+    report = {
+        "subset": subset.rel, "task": subset.task, "examples": len(subset.stems),
+        "examples_judged": int((n_total > 0).sum()),
+        "judgments_per_example": {"min": int(n_total.min()) if len(n_total) else 0,
+                                  "mean": float(n_total.mean()) if len(n_total) else 0.0,
+                                  "max": int(n_total.max()) if len(n_total) else 0,
+                                  "histogram": {str(i): int(c) for i, c in enumerate(hist) if c}},
+        "rows": {"stored": len(rows), "rejected": int(rejected.sum()),
+                 "test": int((kind == KIND_TEST).sum()), "sentinel": int((kind == KIND_SENTINEL).sum()),
+                 "practice": int((kind == KIND_PRACTICE).sum()), "counted": int(qc.counted.sum())},
+        "this_ingest": dict(sj.stats),
+        "files": [{k: f[k] for k in ("path", "platform", "records", "judgments", "unanswered", "rejected_judgments")}
+                  for f in files],
+        "workers": {"total": len(qc.workers), "scored_on_sentinels": int(scored.sum()),
+                    "unscored": int((~scored).sum()), "kept": int((~qc.dropped).sum()),
+                    "dropped": qc.dropped_workers(params.min_sentinel_accuracy)},
+        "sentinels": {"answers": int(sent.sum()),
+                      "right": int((sent & (value == sj.expected)).sum()),
+                      "accuracy": float((value[sent] == sj.expected[sent]).mean()) if sent.any() else None,
+                      "workers_passing": float(passed.sum() / scored.sum()) if scored.any() else None,
+                      "threshold": params.min_sentinel_accuracy},
+        "agreement": agreement(qc.n_pos, n_total),
+    }
+    if subset.task == "jnd":
+        same_rate = lambda mask: float(value[mask].mean()) if mask.any() else None  # noqa: E731
+        report["same_rate"] = {
+            "test_pairs": same_rate(qc.counted),
+            "sentinels": same_rate(sent),
+            "identical_sentinels": same_rate(sent & (sj.expected == 1)),
+            "heavy_noise_sentinels": same_rate(sent & (sj.expected == 0)),
+        }
+    return report
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_report(report: dict) -> str:
+    r = report
+    j = r["judgments_per_example"]
+    w = r["workers"]
+    s = r["sentinels"]
+    a = r["agreement"]
+    lines = [f"{r['subset']}: {r['examples_judged']} of {r['examples']} examples judged; judgments per example "
+             f"min {j['min']}, mean {j['mean']:.2f}, max {j['max']}",
+             f"  rows: {r['rows']['stored']} stored ({r['rows']['test']} test, {r['rows']['sentinel']} sentinel, "
+             f"{r['rows']['practice']} practice), {r['rows']['rejected']} in rejected assignments, "
+             f"{r['rows']['counted']} counted"]
+    t = r.get("this_ingest") or {}
+    if t:
+        lines.append(f"  this ingest: {t.get('new', 0)} new, {t.get('duplicates', 0)} duplicates, "
+                     f"{t.get('status_updates', 0)} status updates, {t.get('conflicts', 0)} conflicting duplicates")
+    lines.append(f"  workers: {w['total']} ({w['scored_on_sentinels']} scored on sentinels, {w['unscored']} unscored), "
+                 f"{w['kept']} kept, {len(w['dropped'])} dropped")
+    for d in w["dropped"]:
+        lines.append(f"    dropped {d['worker']}: {d['why']}")
+    lines.append(f"  sentinels: {s['answers']} answers, {pct(s['accuracy'])} right; {pct(s['workers_passing'])} of "
+                 f"scored workers pass (threshold {s['threshold']:.0%})")
+    if r["task"] == "2afc":
+        lines.append(f"  agreement of two judges of one triplet: {pct(a['pairwise_agreement'])}; human 2AFC "
+                     f"score (one judge against the others): {pct(a['human_score'])} over "
+                     f"{a['examples_with_2_or_more']} triplets with 2+ judgments")
+    else:
+        sr = r["same_rate"]
+        lines.append(f"  agreement of two judges of one pair: {pct(a['pairwise_agreement'])}")
+        lines.append(f"  'same' rate: test pairs {pct(sr['test_pairs'])}, sentinels {pct(sr['sentinels'])} "
+                     f"(identical {pct(sr['identical_sentinels'])}, heavy noise {pct(sr['heavy_noise_sentinels'])})")
+    labels = r.get("labels")
+    if labels:
+        if labels.get("skipped_because"):
+            lines.append(f"  labels: not written: {labels['skipped_because']}")
+        else:
+            lines.append(f"  labels: {labels['written']} written, {labels['removed']} removed in {labels['folder']}"
+                         + ("" if labels["complete"] else " (INCOMPLETE: verify will flag the missing stems)"))
+    return "\n".join(lines)
+
+
+def report_dataset(root, subset_name=None) -> List[dict]:
+    """Reports recomputed from what each subset stores (nothing is written)."""
+    from .catalog import load_catalog
+    from .ingest import SubsetJudgments, qc_params_for, qc_table, resolve_table
+    from .store import ROWS, read_rows
+
+    catalog = load_catalog(root)
+    out = []
+    for subset in catalog.subsets:
+        if subset_name and subset.rel != subset_name:
+            continue
+        path = subset.store / ROWS
+        if not path.exists():
+            continue
+        sj = SubsetJudgments(subset, read_rows(path))
+        resolve_table(sj, catalog)
+        params = qc_params_for(subset, None)
+        qc = qc_table(sj, params)
+        out.append(build_report(sj, qc, params, []))
+    return out

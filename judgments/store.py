@@ -1,0 +1,182 @@
+"""What a subset keeps of its judgments, and how it is written all or nothing.
+
+    <subset>/judgments/
+        rows.tsv        every distinct judgment ever ingested (the source of truth): worker,
+                        assignment, item, response, side, value (1 = p1 / "same"), rejected,
+                        time_ms, source file, line
+        raw/            a byte copy of every results file ingested, named <sha256[:12]>-<name>
+        counts.csv      per example: stem, n_p1 (JND: n_same), n_total, fraction
+        ingests.jsonl   one line per ingest that changed something: files, counts, parameters
+        qc.json         the quality-control parameters in force (a later ingest keeps them)
+        report.json     the last report
+        tasks/<name>.json   the task sets made for this subset
+    <subset>/judge/NNNNNN.npy (JND: same/)   float32, shape (1,): the fraction, from counts.csv
+
+Every file is first written under a hidden temporary name (no image or .npy extension, so
+the LPIPS loader never sees it), and only renamed into place once everything is staged.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from bapps_build.files import jsonl_line, temp_name
+
+ROWS = "rows.tsv"
+COUNTS = "counts.csv"
+INGESTS = "ingests.jsonl"
+QC = "qc.json"
+REPORT = "report.json"
+RAW = "raw"
+ROW_COLUMNS = ["worker", "assignment", "item", "response", "side", "value", "rejected", "time_ms", "source", "line"]
+# np.save's bytes for a float32 array of shape (1,), less the 4 data bytes: labels are this + value
+_buf = io.BytesIO()
+np.save(_buf, np.zeros(1, np.float32))
+LABEL_HEADER = _buf.getvalue()[:-4]
+
+
+class StoreError(RuntimeError):
+    """The stored judgments of a subset cannot be read; the message says which file and what to do."""
+
+
+@dataclass
+class Rows:
+    """The judgment table of one subset, column by column."""
+
+    worker: List[str] = field(default_factory=list)
+    assignment: List[str] = field(default_factory=list)
+    item: List[str] = field(default_factory=list)
+    response: List[str] = field(default_factory=list)
+    side: List[str] = field(default_factory=list)
+    value: List[int] = field(default_factory=list)
+    rejected: List[bool] = field(default_factory=list)
+    time_ms: List[str] = field(default_factory=list)
+    source: List[str] = field(default_factory=list)
+    line: List[int] = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.item)
+
+    def keys(self) -> List[Tuple[str, str, str]]:
+        """A judgment is one (worker, assignment, item): the same again is a duplicate."""
+        return list(zip(self.worker, self.assignment, self.item))
+
+
+def read_rows(path: Path) -> Rows:
+    rows = Rows()
+    if not path.exists():
+        return rows
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header != ROW_COLUMNS:
+            raise StoreError(f"{path}: not a judgments table of this tool (header {header}); restore it from a "
+                             f"backup, or move it away and ingest the files in raw/ again")
+        columns = [[] for _ in ROW_COLUMNS]
+        for n, record in enumerate(reader, 2):
+            if len(record) != len(ROW_COLUMNS):
+                raise StoreError(f"{path}, line {n}: damaged ({len(record)} fields); move the file away and "
+                                 f"ingest the files in raw/ again")
+            for col, v in zip(columns, record):
+                col.append(v)
+    (rows.worker, rows.assignment, rows.item, rows.response, rows.side, value, rejected, rows.time_ms,
+     rows.source, line) = columns
+    rows.value = [int(v) for v in value]
+    rows.rejected = [v == "1" for v in rejected]
+    rows.line = [int(v) for v in line]
+    return rows
+
+
+def rows_text(rows: Rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(ROW_COLUMNS)
+    w.writerows(zip(rows.worker, rows.assignment, rows.item, rows.response, rows.side, rows.value,
+                    ["1" if r else "0" for r in rows.rejected], rows.time_ms, rows.source, rows.line))
+    return buf.getvalue()
+
+
+def counts_text(stems: List[str], n_pos: np.ndarray, n_total: np.ndarray, positive: str) -> str:
+    out = [f"stem,{positive},n_total,fraction\n"]
+    for s, p, t in zip(stems, n_pos.tolist(), n_total.tolist()):
+        out.append(f"{s},{p},{t},{(p / t) if t else ''}\n")
+    return "".join(out)
+
+
+def read_counts(path: Path) -> Optional[Dict[str, Tuple[int, int]]]:
+    if not path.exists():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        return {r[0]: (int(r[1]), int(r[2])) for r in reader if len(r) >= 3}
+
+
+def label_bytes(fraction: float) -> bytes:
+    return LABEL_HEADER + np.float32(fraction).tobytes()
+
+
+class Transaction:
+    """Files staged under hidden temporary names, renamed into place together by commit().
+
+    Nothing reaches a final name before every file is staged; if staging fails, the temporaries
+    are removed and the old files stay as they were."""
+
+    def __init__(self):
+        self.staged: List[Tuple[Path, Path]] = []  # (temporary, final)
+        self.copies: List[Tuple[Path, Path]] = []
+        self.removals: List[Path] = []
+
+    def write(self, path: Path, data) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_name(path)
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        self.staged.append((tmp, path))
+
+    def copy(self, source: Path, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_name(path)
+        shutil.copyfile(source, tmp)
+        self.staged.append((tmp, path))
+
+    def remove(self, path: Path) -> None:
+        self.removals.append(Path(path))
+
+    def abort(self) -> None:
+        for tmp, _ in self.staged:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        self.staged = []
+
+    def commit(self) -> None:
+        for tmp, final in self.staged:
+            os.replace(tmp, final)
+        for path in self.removals:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        self.staged = []
+
+
+def append_jsonl_text(path: Path, record: dict) -> str:
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    return old + jsonl_line(record)
+
+
+def read_json(path: Path, default=None):
+    if not path.exists():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))

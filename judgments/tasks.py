@@ -1,0 +1,348 @@
+"""`bapps-build tasks`: the files a crowd platform needs to collect judgments for one subset.
+
+    TASKS/images/<sha256[:16]>.png    every patch shown, flat, named by content (host this folder)
+    TASKS/tasks.json                  what every trial id means; also copied into the dataset as
+                                      <subset>/judgments/tasks/<name>.json, where `ingest` finds it
+    TASKS/mturk/{input.csv,layout.html}     one input row per HIT (MaxAssignments = --judgments)
+    TASKS/toloka/{tasks.tsv,training.tsv,layout.html}
+    TASKS/generic/{trials.csv,layout.html,hit-NNNN.html}   ready pages for a lab or own server
+    TASKS/README.txt                  what to do next
+
+A HIT holds the practice trials first, then its share of the examples with sentinels mixed in
+at random positions. The whole output is a pure function of the dataset and the settings.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from bapps_build.files import encode_png, sha256_bytes, write_atomic, write_json_atomic
+
+from .catalog import TASKS_DIR, Subset, opaque_id
+from .layouts import fill_template, render_layout, trial_columns
+from .sentinels import PRACTICE_STREAM, SENTINEL_STREAM, make_obvious_trials, sentinel_kinds
+
+PLATFORMS = ("mturk", "toloka", "generic")
+SIDE_STREAM, ORDER_STREAM = 3, 4
+DEFAULT_PRACTICE = {"2afc": 0, "jnd": 10}  # the paper's JND workers had 10 training pairs
+DEFAULT_SENTINEL_RATE = {"2afc": 0.1, "jnd": 0.2}  # JND: 40 sentinels per 160 test pairs
+
+
+class TasksError(ValueError):
+    """The settings cannot make a task set; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    platform: str
+    judgments: int  # judgments wanted per example (MTurk MaxAssignments, Toloka overlap)
+    per_hit: int  # test trials per HIT
+    sentinel_rate: float  # share of the non-practice trials of a HIT that are sentinels, in [0, 1)
+    practice: int  # practice trials at the start of every HIT (not counted, not scored)
+    base_url: Optional[str]  # where TASKS/images/ will be served; None: relative links (generic)
+    seed: int = 0
+    name: str = "tasks"
+
+
+def sentinels_per_hit(per_hit: int, rate: float) -> int:
+    """Sentinels s with s / (per_hit + s) = rate, rounded (0.2 with 160 test trials gives 40)."""
+    if rate <= 0:
+        return 0
+    return max(1, int(round(per_hit * rate / (1.0 - rate))))
+
+
+def check_settings(s: TaskSettings, task: str) -> None:
+    if s.platform not in PLATFORMS:
+        raise TasksError(f"unknown platform {s.platform!r}; use one of {', '.join(PLATFORMS)}")
+    if not 0.0 <= s.sentinel_rate < 1.0:
+        raise TasksError(f"--sentinel-rate {s.sentinel_rate}: must be in [0, 1)")
+    if s.judgments < 1 or s.per_hit < 1 or s.practice < 0:
+        raise TasksError("--judgments and --per-hit must be at least 1, --practice at least 0")
+    if s.platform in ("mturk", "toloka") and not s.base_url:
+        raise TasksError(f"{s.platform} workers load the images from the web: host TASKS/images/ on a server "
+                         f"and give its address with --base-url (e.g. https://example.org/bapps/images)")
+    if s.base_url and any(c in s.base_url for c in "\"'<> "):
+        raise TasksError(f"--base-url {s.base_url!r}: quotes, spaces and angle brackets are not allowed")
+    if not s.name or any(c in s.name for c in "/\\") or s.name.startswith("."):
+        raise TasksError(f"--name {s.name!r}: use a plain file name")
+
+
+class ImageFolder:
+    """TASKS/images/: content-addressed, so identical patches are stored once and names reveal nothing."""
+
+    def __init__(self, folder: Path, base_url: Optional[str], relative_prefix: str):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.base = base_url.rstrip("/") + "/" if base_url else None
+        self.relative_prefix = relative_prefix
+
+    def add_bytes(self, data: bytes) -> str:
+        name = sha256_bytes(data)[:16] + ".png"
+        path = self.folder / name
+        if not path.exists():
+            write_atomic(path, data)
+        return name
+
+    def add_array(self, rgb_u8) -> str:
+        return self.add_bytes(encode_png(rgb_u8))
+
+    def url(self, name: str, relative_to_root: bool = False) -> str:
+        if self.base:
+            return self.base + name
+        return ("images/" if relative_to_root else self.relative_prefix) + name
+
+
+def image_folders(task: str):
+    return ("ref", "p0", "p1") if task == "2afc" else ("p0", "p1")
+
+
+def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
+    """Write every file of a task set for `subset` into `out`; returns the task record."""
+    check_settings(s, subset.task)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "tasks.json").exists():
+        raise TasksError(f"{out} exists and holds other files; give an empty or new folder with --out")
+    task = subset.task
+    n = len(subset.stems)
+    if n == 0:
+        raise TasksError(f"{subset.path} has no examples")
+    images = ImageFolder(out / "images", s.base_url, "../images/")
+    items: Dict[str, dict] = {}
+    files: Dict[str, Dict[str, str]] = {}  # item id -> folder -> image file name
+
+    # test examples: their own PNG bytes, copied as they are
+    test_ids = []
+    for stem in subset.stems:
+        item = opaque_id(s.name, s.seed, f"test:{subset.rel}/{stem}")
+        items[item] = {"kind": "test", "stem": stem}
+        files[item] = {f: images.add_bytes((subset.path / f / f"{stem}.png").read_bytes()) for f in image_folders(task)}
+        test_ids.append(item)
+
+    per_hit = min(s.per_hit, n)
+    n_hits = -(-n // per_hit)
+    shortfall = n_hits * per_hit - n  # the last HIT is filled up with extra sentinels
+    n_sent = sentinels_per_hit(per_hit, s.sentinel_rate)
+    pool_size = max(2 * n_sent, n_sent + shortfall)
+    sentinel_ids = []
+    for k, trial in enumerate(make_obvious_trials(subset.path, task, subset.stems, sentinel_kinds(task, pool_size),
+                                                  s.seed, SENTINEL_STREAM)):
+        item = opaque_id(s.name, s.seed, f"sentinel:{k}")
+        items[item] = {"kind": "sentinel", "expected": trial["expected"], "recipe": trial["recipe"]}
+        files[item] = {f: images.add_array(trial["images"][f]) for f in image_folders(task)}
+        sentinel_ids.append(item)
+
+    practice_ids = make_practice(subset, s, items, files, images)
+
+    order = np.random.default_rng(np.random.SeedSequence([s.seed, ORDER_STREAM])).permutation(n)
+    hits = []
+    for h in range(n_hits):
+        rng = np.random.default_rng(np.random.SeedSequence([s.seed, ORDER_STREAM, h]))
+        tests = [test_ids[int(i)] for i in order[h * per_hit:(h + 1) * per_hit]]
+        extra = n_sent + (per_hit - len(tests))
+        chosen = [sentinel_ids[int(i)] for i in rng.choice(len(sentinel_ids), size=extra, replace=False)] if extra else []
+        body = tests + chosen
+        body = [body[int(i)] for i in rng.permutation(len(body))]
+        side_rng = np.random.default_rng(np.random.SeedSequence([s.seed, SIDE_STREAM, h]))
+        trials = []
+        for item in practice_ids + body:
+            trial = {"item": item}
+            if task == "2afc":
+                trial["p0side"] = "left" if side_rng.random() < 0.5 else "right"
+            trials.append(trial)
+        hits.append({"hit": h + 1, "trials": trials})
+
+    record = {
+        "format": "bapps-build tasks 1",
+        "name": s.name, "task": task, "subset": subset.rel, "dataset": str(subset.path.parent.parent.parent),
+        "settings": asdict(s),
+        "derived": {"test_trials_per_hit": per_hit, "sentinels_per_hit": n_sent, "practice_per_hit": len(practice_ids),
+                    "trials_per_hit": len(practice_ids) + per_hit + n_sent, "hits": n_hits,
+                    "sentinel_pool": len(sentinel_ids), "examples": n},
+        "items": items,
+        "files": files,
+        "hits": hits,
+    }
+    writers = {"mturk": write_mturk, "toloka": write_toloka, "generic": write_generic}
+    writers[s.platform](out, record, images)
+    write_json_atomic(out / "tasks.json", record)
+    (out / "README.txt").write_text(next_steps(record), encoding="utf-8")
+    record_in_dataset(subset, record)
+    return record
+
+
+def make_practice(subset: Subset, s: TaskSettings, items, files, images) -> List[str]:
+    """Practice trials: for JND the paper's mix (4 same, 1 obviously different, 5 made by the
+    distortions, in that proportion); for 2AFC obvious heavy-against-light triplets."""
+    if s.practice <= 0:
+        return []
+    task = subset.task
+    if task == "2afc":
+        kinds = ["heavy_vs_light"] * s.practice
+        n_real = 0
+    else:
+        n_same = int(round(0.4 * s.practice))
+        n_heavy = min(max(1, int(round(0.1 * s.practice))), s.practice - n_same)
+        n_real = s.practice - n_same - n_heavy
+        kinds = ["identical"] * n_same + ["heavy_noise"] * n_heavy
+    ids = []
+    for k, trial in enumerate(make_obvious_trials(subset.path, task, subset.stems, kinds, s.seed, PRACTICE_STREAM)):
+        item = opaque_id(s.name, s.seed, f"practice:{k}")
+        items[item] = {"kind": "practice", "expected": trial["expected"], "recipe": trial["recipe"]}
+        files[item] = {f: images.add_array(trial["images"][f]) for f in image_folders(task)}
+        ids.append(item)
+    rng = np.random.default_rng(np.random.SeedSequence([s.seed, PRACTICE_STREAM, 1 << 21]))
+    for k, i in enumerate(rng.choice(len(subset.stems), size=n_real, replace=n_real > len(subset.stems))):
+        stem = subset.stems[int(i)]
+        item = opaque_id(s.name, s.seed, f"practice:real:{k}")
+        items[item] = {"kind": "practice", "stem": stem}
+        files[item] = {f: images.add_bytes((subset.path / f / f"{stem}.png").read_bytes()) for f in image_folders(task)}
+        ids.append(item)
+    order = rng.permutation(len(ids))
+    return [ids[int(i)] for i in order]
+
+
+def trial_row(record: dict, trial: dict, i, images: ImageFolder, relative_to_root=False) -> Dict[str, str]:
+    """The input columns of one trial, as the page's ${...} variables name them (suffix i)."""
+    f = record["files"][trial["item"]]
+    url = lambda folder: images.url(f[folder], relative_to_root)  # noqa: E731
+    if record["task"] == "2afc":
+        left, right = ("p0", "p1") if trial["p0side"] == "left" else ("p1", "p0")
+        return {f"item{i}": trial["item"], f"p0side{i}": trial["p0side"], f"ref{i}": url("ref"),
+                f"left{i}": url(left), f"right{i}": url(right)}
+    return {f"item{i}": trial["item"], f"first{i}": url("p0"), f"second{i}": url("p1")}
+
+
+def hit_row(record, hit, images, relative_to_root=False) -> Dict[str, str]:
+    row = {"hit": str(hit["hit"])}
+    for i, trial in enumerate(hit["trials"], 1):
+        row.update(trial_row(record, trial, i, images, relative_to_root))
+    return row
+
+
+def csv_text(header: List[str], rows: List[Dict[str, str]], delimiter=",") -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, delimiter=delimiter, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def n_trials(record) -> int:
+    return record["derived"]["trials_per_hit"]
+
+
+def write_mturk(out: Path, record: dict, images: ImageFolder) -> None:
+    folder = out / "mturk"
+    folder.mkdir(exist_ok=True)
+    task, t = record["task"], n_trials(record)
+    header = ["hit"] + [c for i in range(1, t + 1) for c in trial_columns(task, i)]
+    rows = [hit_row(record, hit, images) for hit in record["hits"]]
+    (folder / "input.csv").write_text(csv_text(header, rows), encoding="utf-8")
+    (folder / "layout.html").write_text(
+        render_layout(task, t, record["derived"]["practice_per_hit"], crowd_form=True), encoding="utf-8")
+
+
+def toloka_golden(record: dict, item: str, p0side: str) -> str:
+    expected = record["items"][item].get("expected", "")
+    if record["task"] == "2afc" and expected:
+        return p0side if expected == "p0" else ("right" if p0side == "left" else "left")
+    return expected
+
+
+def write_toloka(out: Path, record: dict, images: ImageFolder) -> None:
+    """One task per trial (Toloka builds the suites: tasks per suite = --per-hit, overlap =
+    --judgments); sentinels are control tasks (GOLDEN:choice), practice goes to a training pool."""
+    folder = out / "toloka"
+    folder.mkdir(exist_ok=True)
+    task = record["task"]
+    cols = [c[:-1] for c in trial_columns(task, 1)]
+    header = [f"INPUT:{c}" for c in cols] + ["GOLDEN:choice"]
+    seen, main, training = set(), [], []
+    for hit in record["hits"]:
+        for trial in hit["trials"]:
+            item = trial["item"]
+            if item in seen:
+                continue
+            seen.add(item)
+            values = trial_row(record, trial, "", images)
+            row = {f"INPUT:{c}": values[c] for c in cols}
+            kind = record["items"][item]["kind"]
+            row["GOLDEN:choice"] = toloka_golden(record, item, trial.get("p0side", "")) if kind != "test" else ""
+            (training if kind == "practice" else main).append(row)
+    (folder / "tasks.tsv").write_text(csv_text(header, main, "\t"), encoding="utf-8")
+    (folder / "training.tsv").write_text(csv_text(header, training, "\t"), encoding="utf-8")
+    # A one-trial page with Toloka's {{field}} placeholders: a starting point for its HTML editor
+    page = render_layout(task, 1, 0, crowd_form=False)
+    (folder / "layout.html").write_text(fill_template(page, {f"{c}1": "{{" + c + "}}" for c in cols}), encoding="utf-8")
+
+
+def write_generic(out: Path, record: dict, images: ImageFolder) -> None:
+    folder = out / "generic"
+    folder.mkdir(exist_ok=True)
+    task, t = record["task"], n_trials(record)
+    cols = [c[:-1] for c in trial_columns(task, 1)]
+    rows = []
+    for hit in record["hits"]:
+        for pos, trial in enumerate(hit["trials"], 1):
+            values = trial_row(record, trial, "", images, relative_to_root=True)
+            rows.append({"hit": hit["hit"], "position": pos, **values})
+    (folder / "trials.csv").write_text(csv_text(["hit", "position"] + cols, rows), encoding="utf-8")
+    layout = render_layout(task, t, record["derived"]["practice_per_hit"], crowd_form=False)
+    (folder / "layout.html").write_text(layout, encoding="utf-8")
+    width = len(str(len(record["hits"])))
+    for hit in record["hits"]:
+        page = fill_template(layout, hit_row(record, hit, images))
+        (folder / f"hit-{hit['hit']:0{max(4, width)}d}.html").write_text(page, encoding="utf-8")
+
+
+def record_in_dataset(subset: Subset, record: dict) -> Path:
+    """Copy the record to <subset>/judgments/tasks/<name>.json; a different set of that name is an error."""
+    folder = subset.store / TASKS_DIR
+    path = folder / f"{record['name']}.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("items") != record["items"]:
+            raise TasksError(f"{path}: a different task set named {record['name']!r} is recorded for this subset "
+                             f"(its ids would clash in results files); pick another --name")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+    return path
+
+
+def next_steps(record: dict) -> str:
+    d, s = record["derived"], record["settings"]
+    lines = [f"Task set {record['name']!r} for {record['subset']} ({record['task']}), made by bapps-build tasks.",
+             f"{d['hits']} HITs of {d['trials_per_hit']} trials: {d['practice_per_hit']} practice, "
+             f"{d['test_trials_per_hit']} test, {d['sentinels_per_hit']} sentinels.",
+             f"Wanted: {s['judgments']} judgments per example.", "",
+             "1. Host the folder images/ so that its files are reachable at the image addresses "
+             "(--base-url)." if s["base_url"] else "1. Keep images/ beside generic/ (the pages link to ../images/)."]
+    if record["settings"]["platform"] == "mturk":
+        lines += ["2. MTurk requester site: New project > Custom; paste mturk/layout.html as the design layout;",
+                  f"   set 'Number of assignments per task' to {s['judgments']}.",
+                  "3. Publish a batch with mturk/input.csv (one row per HIT).",
+                  "4. Approve/reject, download the batch results CSV, then:"]
+    elif record["settings"]["platform"] == "toloka":
+        lines += ["2. Toloka: make a project whose input fields are the INPUT: columns of toloka/tasks.tsv and",
+                  "   whose output field is `choice` (2AFC: left/right; JND: same/different). toloka/layout.html",
+                  "   is the page for one trial with {{field}} placeholders, a starting point for the editor.",
+                  f"3. Pool: overlap {s['judgments']}, {d['test_trials_per_hit']} general tasks and "
+                  f"{d['sentinels_per_hit']} control tasks per suite; upload toloka/tasks.tsv",
+                  "   (GOLDEN:choice marks the control tasks) and toloka/training.tsv to a training pool.",
+                  "4. Download the results TSV, then:"]
+    else:
+        lines += ["2. Give each participant a page generic/hit-NNNN.html (served over http, or opened as a file).",
+                  "   The page offers the answers as a JSON Lines file at the end (worker, item, response, side).",
+                  f"   Have {s['judgments']} different people do each page.",
+                  "3. Collect the .jsonl files, then:"]
+    lines += [f"   bapps-build ingest RESULTS... --dataset {record['dataset']}", "",
+              "tasks.json (also in the dataset, judgments/tasks/) says what every trial id means;",
+              "the ingester reads it from the dataset, or from --tasks TASKS.", ""]
+    return "\n".join(lines)
