@@ -23,6 +23,7 @@ from judgments.catalog import resolve_subset
 from judgments.ingest import ingest_files
 from judgments.layouts import fill_template
 from judgments.tasks import TaskSettings, build_task_set
+from test_judgments_common import tiny_dataset  # noqa: F401  (a fixture)
 
 
 def find_chromium():
