@@ -40,8 +40,9 @@ def aggregate_subset(sj, qc, model: str) -> str:
     cls = getattr(aggregation, MODELS[model])
     aggregator = cls()
     with warnings.catch_warnings(), np.errstate(all="ignore"):
-        # GLAD takes log(0) when every answer is the same label; its result is still right
-        warnings.simplefilter("ignore", RuntimeWarning)
+        # GLAD takes log(0) when every answer is the same label (its result is still right), and
+        # crowd-kit 1.4 uses pandas arguments that pandas 3 deprecates: neither is the user's business
+        warnings.simplefilter("ignore")
         if hasattr(aggregator, "fit_predict_proba"):
             proba = aggregator.fit_predict_proba(data)
             p1 = proba[1] if 1 in proba.columns else pd.Series(0.0, index=proba.index)

@@ -63,6 +63,8 @@ def sentinel_kinds(task: str, count: int, identical_share: float = JND_IDENTICAL
     if task == "2afc":
         return ["heavy_vs_light"] * count
     n_identical = int(round(count * identical_share))
+    if count >= 2:  # keep both kinds: a worker who always says "same" must be caught
+        n_identical = min(max(n_identical, 1), count - 1)
     return ["identical"] * n_identical + ["heavy_noise"] * (count - n_identical)
 
 
