@@ -451,5 +451,20 @@ def export(source, fmt, out, maxcount, stored_size, workers, executor, scheduler
                + (f" ({summary['rate_per_second']:.0f}/s)" if summary["rate_per_second"] else ""))
 
 
+# ---------------------------------------------------------------- the other packages' commands
+
+
+def _add_package_commands():
+    """judgments (tasks, ingest, judgments, evaluate) and generators bring their own commands;
+    their heavy libraries load only when one of those commands runs."""
+    from judgments.cli import COMMANDS as judgment_commands
+
+    for command in judgment_commands:
+        main.add_command(command)
+
+
+_add_package_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
