@@ -134,6 +134,10 @@ def ingest(results, dataset, task_files, min_sentinel_accuracy, partial_labels, 
         return
     click.echo(f"read {summary['rows_read']} judgments from {len(summary['files'])} file(s)")
     for report in summary["subsets"].values():
+        if report.get("skipped"):
+            click.echo(f"{report['subset']}: these results were ingested before; nothing changed "
+                       f"(`bapps-build judgments report` shows the state)")
+            continue
         click.echo(format_report(report))
         if not report.get("changed"):
             click.echo("  nothing new: every judgment was already ingested")

@@ -326,36 +326,62 @@ def generic_rejected(status: str) -> bool:
 
 
 def read_generic_csv(path: Path, text: str, delimiter: str) -> RawJudgments:
+    """Column-wise: the records are read in one pass, then each column is taken whole (a call per
+    row of Python would cost more than the parsing itself on a million rows)."""
     out = RawJudgments(str(path), "generic")
-    records = csv_records(text, delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records, ends = [], []
+    keep, end = records.append, ends.append
     try:
-        _, header = next(records)
-    except StopIteration:
-        raise ResultsError(f"{path}: empty file") from None
+        header = next(reader, None)
+        if header is None:
+            raise ResultsError(f"{path}: empty file")
+        header_end = reader.line_num
+        for record in reader:
+            keep(record)
+            end(reader.line_num)
+    except csv.Error as exc:
+        raise ResultsError(f"{path}, line {reader.line_num}: {exc} (a quote left open?)") from None
     header = [h.strip() for h in header]
     index = require_columns(path, header, ["worker", "item", "response"], GENERIC_HINT)
-    w, it, r = index["worker"], index["item"], index["response"]
-    a, s, t, st = (index.get(c) for c in ("assignment", "side", "time_ms", "status"))
+    starts = [header_end + 1] + [e + 1 for e in ends[:-1]]
     width = len(header)
-    add = out.add
-    for line, row in records:
-        if len(row) != width:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            out.records += 1
-            out.problem(line, f"{len(row)} fields where the header has {width}")
-            continue
-        out.records += 1
-        worker, item, response = row[w].strip(), row[it].strip(), row[r].strip()
-        if not worker or not item:
-            out.problem(line, "empty worker or item")
-            continue
-        if not response:
-            out.unanswered += 1
-            continue
-        add(worker, row[a].strip() if a is not None else "", item, response,
-            row[s].strip() if s is not None else "", generic_rejected(row[st]) if st is not None else False,
-            row[t].strip() if t is not None else "", line)
+    if any(len(r) != width for r in records):
+        good = []
+        for record, line in zip(records, starts):
+            if len(record) == width:
+                good.append((record, line))
+            elif record and not (len(record) == 1 and not record[0].strip()):
+                out.records += 1
+                out.problem(line, f"{len(record)} fields where the header has {width}")
+        records = [r for r, _ in good]
+        starts = [line for _, line in good]
+    out.records += len(records)
+    if not records:
+        return out
+    columns = list(zip(*records))
+
+    def column(name):
+        k = index.get(name)
+        return list(map(str.strip, columns[k])) if k is not None else [""] * len(records)
+
+    worker, item, response = column("worker"), column("item"), column("response")
+    assignment, side, time_ms = column("assignment"), column("side"), column("time_ms")
+    status = index.get("status")
+    rejected = [generic_rejected(v) for v in columns[status]] if status is not None else [False] * len(records)
+    answered = [k for k, r in enumerate(response) if r]
+    out.unanswered = len(records) - len(answered)
+    empty = [k for k in answered if not worker[k] or not item[k]]
+    for k in empty[:MAX_PROBLEMS]:
+        out.problem(starts[k], "empty worker or item")
+    if empty:
+        return out
+    if len(answered) < len(records):
+        pick = lambda col: [col[k] for k in answered]  # noqa: E731
+        worker, assignment, item, response, side, rejected, time_ms, starts = map(
+            pick, (worker, assignment, item, response, side, rejected, time_ms, starts))
+    out.worker, out.assignment, out.item, out.response = worker, assignment, item, response
+    out.side, out.rejected, out.time_ms, out.line = side, rejected, time_ms, starts
     return out
 
 
