@@ -123,7 +123,8 @@ def parse_chain_spec(spec: str, rng: np.random.Generator) -> List[dict]:
     """Parse ``gaussian_blur:0.5+jpeg:0.8`` or ``jpeg:quality=10`` into a chain.
 
     A step without severity gets a random one; explicit ``key=value`` params replace what
-    was sampled (values are JSON: numbers, lists such as ``[1,2]``).
+    was sampled (values are JSON: numbers, lists such as ``[1,2]``), and a step given params
+    but no severity records severity None.
     """
     if not spec or not spec.strip():
         raise ValueError("empty chain spec; example: gaussian_blur:0.5+jpeg:0.8")
@@ -156,5 +157,7 @@ def parse_chain_spec(spec: str, rng: np.random.Generator) -> List[dict]:
             raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters: "
                              f"{', '.join(sorted(step['params']))}")
         step["params"].update(to_jsonable(overrides))
+        if overrides and severity is None:
+            step["severity"] = None  # the params were given, not drawn from a severity
         chain.append(step)
     return chain

@@ -850,7 +850,8 @@ def test_parse_chain_spec_severities():
 def test_parse_chain_spec_explicit_params():
     chain = parse_chain_spec("jpeg:quality=10", np.random.default_rng(0))
     assert len(chain) == 1 and chain[0]["params"] == {"quality": 10}
-    assert 0.0 <= chain[0]["severity"] <= 1.0
+    assert chain[0]["severity"] is None  # given params, not a drawn severity
+    assert parse_chain_spec("jpeg:0.4:quality=10", np.random.default_rng(0))[0]["severity"] == 0.4
     img = photo_crop(40, 48, 3)
     assert np.array_equal(to_u8_ref(apply_chain(img, chain)), pil_jpeg_round_trip(to_u8_ref(img), 10))
 
