@@ -199,6 +199,40 @@ def trial_answers(answers: Dict[str, str]) -> Dict[str, Dict[str, str]]:
     return trials
 
 
+def answer_layout(answer_cols: Dict[str, int]) -> Dict[str, Dict]:
+    """Where each trial's answer fields sit in the row, worked out once from the header:
+    {suffix: {'choice': col, 'label': col, 'flags': [(option, col)], 'item': col, 'p0side': col, 'rt': col}}."""
+    layout: Dict[str, Dict] = {}
+    for name, col in answer_cols.items():
+        m = TRIAL_FIELD.match(name)
+        if not m:
+            continue
+        field_name, suffix, sub = m.groups()
+        t = layout.setdefault(suffix, {"flags": []})
+        if sub is None:
+            t[field_name] = col
+        elif field_name == "choice":
+            if sub == "label":
+                t["label"] = col
+            else:
+                t["flags"].append((sub, col))
+    return layout
+
+
+def choice_from_columns(row: List[str], t: Dict) -> str:
+    """The trial's response from its columns: the field, its .label, or the one option flagged true."""
+    col = t.get("choice")
+    if col is not None and row[col].strip():
+        return row[col].strip()
+    col = t.get("label")
+    if col is not None and row[col].strip():
+        return row[col].strip()
+    chosen = [option for option, c in t["flags"] if row[c].strip().lower() in TRUE_FLAGS]
+    if len(chosen) > 1:
+        return "\0ambiguous"
+    return chosen[0] if chosen else ""
+
+
 def read_mturk(path: Path, text: str) -> RawJudgments:
     out = RawJudgments(str(path), "mturk")
     records = csv_records(text, ",")
@@ -214,12 +248,22 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
     task_answers_col = index.get("Answer.taskAnswers")
     inputs = {h[6:]: k for k, h in enumerate(header) if h.startswith("Input.")}
     answer_cols = {h[7:]: k for k, h in enumerate(header) if h.startswith("Answer.") and h != "Answer.taskAnswers"}
-    input_items = {m.group(2): k for name, k in inputs.items() if (m := TRIAL_FIELD.match(name)) and m.group(1) == "item"}
-    input_sides = {m.group(2): k for name, k in inputs.items() if (m := TRIAL_FIELD.match(name)) and m.group(1) == "p0side"}
+    input_items, input_sides = {}, {}
+    for name, k in inputs.items():
+        m = TRIAL_FIELD.match(name)
+        if m and m.group(3) is None:
+            if m.group(1) == "item":
+                input_items[m.group(2)] = k
+            elif m.group(1) == "p0side":
+                input_sides[m.group(2)] = k
     if not answer_cols and task_answers_col is None:
         raise ResultsError(f"{path}: no Answer.* column (is this the batch results file, not the input CSV?)")
+    layout = answer_layout(answer_cols)
+    suffixes = sorted(set(layout) | set(input_items), key=lambda s: (len(s), s))
+    plan = [(sfx, layout.get(sfx, {"flags": []}), input_items.get(sfx), input_sides.get(sfx)) for sfx in suffixes]
     width = len(header)
     worker_col, assignment_col = index["WorkerId"], index["AssignmentId"]
+    add = out.add
     for line, row in records:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
@@ -234,27 +278,26 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
         if not worker or not assignment:
             out.problem(line, "empty WorkerId or AssignmentId")
             continue
-        answers = {name: row[k] for name, k in answer_cols.items()}
         if task_answers_col is not None and row[task_answers_col].strip():
-            try:
-                parsed = json.loads(row[task_answers_col])
-            except json.JSONDecodeError as exc:
-                out.problem(line, f"Answer.taskAnswers is not valid JSON ({exc.msg})")
+            trials = json_trials(out, line, row[task_answers_col], {n: row[k] for n, k in answer_cols.items()})
+            if trials is None:
                 continue
-            if isinstance(parsed, list):
-                if len(parsed) != 1 or not isinstance(parsed[0], dict):
-                    out.problem(line, "Answer.taskAnswers should hold a list with one object")
-                    continue
-                parsed = parsed[0]
-            if not isinstance(parsed, dict):
-                out.problem(line, "Answer.taskAnswers should hold an object")
-                continue
-            answers.update(flatten(parsed))
-        trials = trial_answers(answers)
-        for suffix in sorted(set(trials) | set(input_items), key=lambda s: (len(s), s)):
-            t = trials.get(suffix, {})
-            item = (t.get("item") or "").strip() or (row[input_items[suffix]].strip() if suffix in input_items else "")
-            choice = (t.get("choice") or "").strip()
+            row_plan = [(sfx, trials.get(sfx, {}), input_items.get(sfx), input_sides.get(sfx))
+                        for sfx in sorted(set(trials) | set(input_items), key=lambda s: (len(s), s))]
+            from_json = True
+        else:
+            row_plan, from_json = plan, False
+        for suffix, t, item_col, side_col in row_plan:
+            if from_json:
+                item, choice = (t.get("item") or "").strip(), (t.get("choice") or "").strip()
+                side, rt = (t.get("p0side") or "").strip(), (t.get("rt") or "").strip()
+            else:
+                item = row[t["item"]].strip() if "item" in t else ""
+                choice = choice_from_columns(row, t)
+                side = row[t["p0side"]].strip() if "p0side" in t else ""
+                rt = row[t["rt"]].strip() if "rt" in t else ""
+            if not item and item_col is not None:
+                item = row[item_col].strip()
             if choice == "\0ambiguous":
                 out.problem(line, f"trial {suffix or 1}: more than one option of choice{suffix} is true")
                 continue
@@ -267,9 +310,30 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
                 if not rejected:
                     out.unanswered += 1
                 continue
-            side = (t.get("p0side") or "").strip() or (row[input_sides[suffix]].strip() if suffix in input_sides else "")
-            out.add(worker, assignment, item, choice, side, rejected, (t.get("rt") or "").strip(), line)
+            if not side and side_col is not None:
+                side = row[side_col].strip()
+            add(worker, assignment, item, choice, side, rejected, rt, line)
     return out
+
+
+def json_trials(out: RawJudgments, line: int, text: str, plain: Dict[str, str]):
+    """The trials of one Answer.taskAnswers cell (plus any plain Answer.* fields of the row)."""
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        out.problem(line, f"Answer.taskAnswers is not valid JSON ({exc.msg})")
+        return None
+    if isinstance(parsed, list):
+        if len(parsed) != 1 or not isinstance(parsed[0], dict):
+            out.problem(line, "Answer.taskAnswers should hold a list with one object")
+            return None
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        out.problem(line, "Answer.taskAnswers should hold an object")
+        return None
+    answers = dict(plain)
+    answers.update(flatten(parsed))
+    return trial_answers(answers)
 
 
 # ---------------------------------------------------------------- Toloka
