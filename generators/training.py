@@ -1,0 +1,393 @@
+"""Training a bank: every network on patches cut by the same machinery as `distort`.
+
+Each network trains alone, in name order, for the same budget: ``steps`` batches, or
+``epochs`` passes in which every source image gives one patch per pass (the paper: one
+epoch of ImageNet's 1.3M images on GPUs; the default here, 200 steps of 16 64x64 patches,
+trains a CPU bank of a few networks in minutes and is a sketch of that, not a match).
+
+Loss (the config's weights): ``l1_weight * |G(x) - y|_1 + vgg_weight * VGG(G(x), y)
++ adversarial_weight * LSGAN(D(x, G(x)))``, Adam (beta1 0.5, as pix2pix) at the config's
+learning rate for G and D.
+
+Determinism by construction: the weights start from ``torch.manual_seed(config.seed)``;
+the patch in slot j of step s is drawn from ``SeedSequence([config.seed, 2, s, j])``
+(epochs: the order of sources from ``[seed, 3, epoch]``, the patch from ``[seed, 4, epoch,
+source]``), so a batch never depends on what was drawn before it.
+
+Resume, network by network: ``NAME.status.json`` (written atomically) says pending,
+training (with steps done), done or failed (with the reason). A run skips done networks
+and failed ones (``retry_failed`` trains those again from scratch). A network
+interrupted while training continues from its last periodic state ``NAME.resume.pt``
+(every ``checkpoint_every`` steps: weights, both optimizers, the torch RNG and the step):
+the data of step s is a function of s alone, so on the same machine and device the result
+equals that of an uninterrupted run. If the training settings changed since that state
+was saved, the network restarts from step 0.
+
+Divergence: a loss that is NaN or infinite (or any error inside one network's training)
+marks that network failed with the reason; the others go on. On CUDA the networks run in
+mixed precision (bfloat16 where supported, else float16 with a gradient scaler) and
+channels_last.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from distortions import generator
+
+from ._torch import require_torch, resolve_device
+from .bank import Bank, CHECKPOINT_FORMAT, load_checkpoint_file, save_generator_checkpoint
+from .corruptions import apply_corruption, training_corruption
+
+torch = require_torch()
+F = torch.nn.functional
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: Optional[int] = 200  # ignored when epochs is given
+    epochs: Optional[float] = None
+    batch_size: int = 16
+    patch_size: int = 64
+    sources: Tuple[str, ...] = ()  # --sources specs; empty: the built-in photos
+    val_fraction: float = 0.2  # training draws from the train split only
+    scale_range: Tuple[float, float] = (0.5, 1.0)
+    device: str = "auto"
+    checkpoint_every: int = 50
+    no_vgg: bool = False
+    vgg_weights: Optional[str] = None
+    retry_failed: bool = False
+
+    def __post_init__(self):
+        if self.epochs is None and (self.steps is None or self.steps < 1):
+            raise ValueError("give --steps N (N >= 1) or --epochs E")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"--epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 16 <= self.patch_size <= 1024:
+            raise ValueError(f"--patch-size must be in 16..1024, got {self.patch_size}")
+        if self.checkpoint_every < 1:
+            raise ValueError("--checkpoint-every must be at least 1")
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ patches
+
+
+class TrainingPatches:
+    """Patches from the train split of the sources, cut as `distort` cuts them."""
+
+    def __init__(self, settings: TrainSettings):
+        from bapps_build.config import BuildConfig
+        from bapps_build.sources import SourceCache, SourceError, discover_sources, inspect_source, select_sources
+
+        self.cfg = BuildConfig(n=1, patch_size=settings.patch_size, scale_range=tuple(settings.scale_range),
+                               val_fraction=settings.val_fraction, sources=tuple(settings.sources))
+        paths, _ = discover_sources(self.cfg.sources)
+        scan = [inspect_source(p, min_size=self.cfg.patch_size, max_pixels=self.cfg.max_pixels,
+                               flat_threshold=self.cfg.flat_threshold, val_fraction=self.cfg.val_fraction)
+                for p in paths]
+        self.sources, self.skipped, other = select_sources(scan, "train")
+        if not self.sources:
+            raise SourceError(f"no usable training image: {len(paths)} file(s) found, {len(self.skipped)} skipped, "
+                              f"{other} in the val split (--val-fraction {settings.val_fraction}); add images "
+                              "with --sources or lower --val-fraction")
+        self.cache = SourceCache(max_pixels=self.cfg.max_pixels)
+        self.digest = hashlib.sha256("".join(s.sha256 for s in self.sources).encode()).hexdigest()
+        self.settings = settings
+
+    def steps_total(self) -> int:
+        s = self.settings
+        if s.epochs is not None:
+            return max(1, math.ceil(s.epochs * self.steps_per_epoch()))
+        return int(s.steps)
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.sources) // self.settings.batch_size)
+
+    def _slot(self, seed: int, step: int, j: int):
+        """(rng, candidate sources) of slot j of a step; None past the end of an epoch."""
+        b = self.settings.batch_size
+        if self.settings.epochs is None:
+            return generator(np.random.SeedSequence([seed, 2, step, j])), self.sources
+        epoch, k = divmod(step, self.steps_per_epoch())
+        order = generator(np.random.SeedSequence([seed, 3, epoch])).permutation(len(self.sources))
+        pos = k * b + j
+        if pos >= len(order):
+            return None
+        idx = int(order[pos])
+        return generator(np.random.SeedSequence([seed, 4, epoch, idx])), [self.sources[idx]]
+
+    def batch(self, config, step: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(corrupted inputs, clean targets) of a step, float32 N x H x W x 3 in [0, 1]."""
+        from bapps_build.recipes import sample_patch
+
+        inputs, targets = [], []
+        for j in range(self.settings.batch_size):
+            slot = self._slot(int(config["seed"]), step, j)
+            if slot is None:
+                break
+            rng, sources = slot
+            _, _, patch = sample_patch(rng, self.cfg, sources, self.cache.get)
+            clean = patch.astype(np.float32) / np.float32(255.0)
+            targets.append(clean)
+            inputs.append(apply_corruption(clean, training_corruption(config["corruption"], rng)))
+        return np.stack(inputs), np.stack(targets)
+
+
+def to_tensor(images: np.ndarray, device: str, channels_last: bool = False):
+    t = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+# ------------------------------------------------------------------ one network
+
+
+def settings_digest(settings: TrainSettings, patches: TrainingPatches, device: str, use_vgg: bool) -> str:
+    """What decides a network's training result; a resume state from other settings is not reused."""
+    key = {"steps": patches.steps_total(), "epochs": settings.epochs, "batch_size": settings.batch_size,
+           "patch_size": settings.patch_size, "scale_range": list(settings.scale_range),
+           "sources": patches.digest, "device": device.split(":")[0], "vgg": use_vgg}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _finite(*values) -> bool:
+    return all(math.isfinite(float(v)) for v in values)
+
+
+def train_network(bank: Bank, name: str, settings: TrainSettings, patches: TrainingPatches, device: str,
+                  vgg=None, progress: bool = False, on_step: Optional[Callable[[int], None]] = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Train one network to the end (resuming its periodic state); returns its final status.
+
+    Raises Diverged on a non-finite loss (the caller marks the network failed).
+    """
+    from .discriminator import build_discriminator
+    from .networks import build_generator
+
+    config = bank.config(name)
+    weights = dict(config["loss"])
+    vgg_needed = weights["vgg_weight"] > 0
+    use_vgg = vgg_needed and not settings.no_vgg
+    if use_vgg and vgg is None:
+        raise RuntimeError(f"{name} needs the VGG features (vgg_weight {weights['vgg_weight']:.3g})")
+    if not use_vgg:
+        weights["vgg_weight"] = 0.0
+    total = patches.steps_total()
+    digest = settings_digest(settings, patches, device, use_vgg)
+    cuda = device.startswith("cuda")
+
+    torch.manual_seed(int(config["seed"]))
+    gen = build_generator(config).to(device)
+    disc = build_discriminator(config)
+    disc = disc.to(device) if disc is not None else None
+    if weights["adversarial_weight"] == 0:
+        disc = None
+    if cuda:
+        gen = gen.to(memory_format=torch.channels_last)
+        disc = disc.to(memory_format=torch.channels_last) if disc is not None else None
+    lr = float(weights["learning_rate"])
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999)) if disc is not None else None
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+
+    start, history = 0, []
+    resume_file = bank.resume_path(name)
+    if resume_file.exists():
+        state = load_checkpoint_file(resume_file)
+        if state.get("settings_digest") == digest:
+            gen.load_state_dict(state["generator"])
+            if disc is not None:
+                disc.load_state_dict(state["discriminator"])
+                opt_d.load_state_dict(state["opt_d"])
+            opt_g.load_state_dict(state["opt_g"])
+            torch.set_rng_state(state["torch_rng"])
+            if cuda and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"])
+            start, history = int(state["step"]), [float(v) for v in state["l1_history"]]
+            log(f"{name}: resuming at step {start} of {total}")
+        else:
+            log(f"{name}: the training settings changed since its last saved state; starting it again")
+
+    vgg_term = ("used" if use_vgg else "dropped (--no-vgg): trained without it" if vgg_needed else "not used (weight 0)")
+    started = time.time()
+    status = {"name": name, "state": "training", "steps_done": start, "steps_total": total, "device": device,
+              "vgg_term": vgg_term, "effective_loss": weights, "settings_digest": digest}
+    bank.write_status(name, status)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=amp_dtype) if cuda else torch.autocast("cpu", enabled=False)
+
+    def save_resume(step):
+        state = {"format": CHECKPOINT_FORMAT + "+resume", "step": step, "settings_digest": digest,
+                 "generator": _cpu_state(gen), "opt_g": opt_g.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "l1_history": list(history)}
+        if disc is not None:
+            state.update(discriminator=_cpu_state(disc), opt_d=opt_d.state_dict())
+        if cuda:
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        tmp = resume_file.with_name(f".{resume_file.name}.partial")
+        torch.save(state, tmp)
+        os.replace(tmp, resume_file)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=start, desc=name, unit="step", leave=False, disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, position=1)
+    gen.train()
+    if disc is not None:
+        disc.train()
+    try:
+        for step in range(start, total):
+            x_np, y_np = patches.batch(config, step)
+            x, y = to_tensor(x_np, device, cuda), to_tensor(y_np, device, cuda)
+            with autocast():
+                out = gen(x)
+            out = out.float()
+            d_loss = torch.zeros((), device=device)
+            if disc is not None:
+                with autocast():
+                    real, fake = disc(x, y).float(), disc(x, out.detach()).float()
+                d_loss = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
+                if not _finite(d_loss):
+                    raise Diverged(f"the discriminator loss became {float(d_loss)} at step {step}")
+                opt_d.zero_grad(set_to_none=True)
+                scaler.scale(d_loss).backward()
+                scaler.step(opt_d)
+            l1 = F.l1_loss(out, y)
+            loss = weights["l1_weight"] * l1
+            vgg_loss = adv = torch.zeros((), device=device)
+            if use_vgg:
+                from .vgg import perceptual_loss
+
+                with autocast():
+                    vgg_loss = perceptual_loss(vgg, out, y).float()
+                loss = loss + weights["vgg_weight"] * vgg_loss
+            if disc is not None:
+                disc.requires_grad_(False)
+                with autocast():
+                    score = disc(x, out).float()
+                disc.requires_grad_(True)
+                adv = F.mse_loss(score, torch.ones_like(score))
+                loss = loss + weights["adversarial_weight"] * adv
+            if not _finite(loss):
+                raise Diverged(f"the loss became {float(loss)} at step {step} (l1 {float(l1):.4g}, "
+                               f"vgg {float(vgg_loss):.4g}, adversarial {float(adv):.4g})")
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt_g)
+            scaler.update()
+            history.append(float(l1))
+            done = step + 1
+            if done % settings.checkpoint_every == 0 and done < total:
+                save_resume(done)
+                bank.write_status(name, {**status, "steps_done": done})
+            bar.update(1)
+            if on_step is not None:
+                on_step(done)
+    finally:
+        bar.close()
+    bad = [k for k, v in gen.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise Diverged(f"non-finite weights after training ({', '.join(bad[:3])})")
+    gen.eval()
+    sha = save_generator_checkpoint(bank.checkpoint_path(name), gen.to("cpu").to(memory_format=torch.contiguous_format),
+                                    config)
+    resume_file.unlink(missing_ok=True)
+    window = max(1, min(10, len(history) // 4))
+    status.update(state="done", steps_done=total, checkpoint=bank.checkpoint_path(name).name, checkpoint_sha256=sha,
+                  seconds=round(time.time() - started, 2),
+                  l1_first=round(float(np.mean(history[:window])), 6) if history else None,
+                  l1_last=round(float(np.mean(history[-window:])), 6) if history else None)
+    bank.write_status(name, status)
+    return status
+
+
+def _cpu_state(module) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+# ------------------------------------------------------------------ the bank
+
+
+def train_bank(bank_path, settings: TrainSettings, *, progress: bool = True, log: Callable[[str], None] = print,
+               only: Optional[Sequence[str]] = None, on_step: Optional[Callable[[str, int], None]] = None) -> dict:
+    """Train every network of the bank that is not done yet; returns a summary.
+
+    Stops before any training when a network needs the VGG loss and its checkpoint is
+    missing (unless settings.no_vgg). only: restrict to these network names.
+    """
+    from .vgg import VGGWeightsMissing, load_vgg16_features, missing_message, vgg_available
+
+    bank = Bank(bank_path)
+    names = list(only) if only else list(bank.names)
+    for n in names:
+        bank.config(n)
+    todo, skipped = [], {}
+    for n in names:
+        state = bank.status(n).get("state")
+        if state == "done" and bank.checkpoint_path(n).exists():
+            skipped[n] = "done"
+        elif state == "failed" and not settings.retry_failed:
+            skipped[n] = "failed earlier (--retry-failed trains it again)"
+        else:
+            todo.append(n)
+    device = resolve_device(settings.device)
+    need_vgg = [n for n in todo if bank.config(n)["loss"]["vgg_weight"] > 0]
+    vgg = None
+    if need_vgg and not settings.no_vgg:
+        if not vgg_available(settings.vgg_weights):
+            if settings.vgg_weights:
+                raise VGGWeightsMissing(f"--vgg-weights {settings.vgg_weights}: no such file")
+            listed = ", ".join(need_vgg[:5]) + (" ..." if len(need_vgg) > 5 else "")
+            raise VGGWeightsMissing(missing_message(f"{len(need_vgg)} network(s) of {bank.path} ({listed}) have "
+                                                    "vgg_weight > 0: training them"))
+        vgg = load_vgg16_features(settings.vgg_weights).to(device)
+        if device.startswith("cuda"):
+            vgg = vgg.to(memory_format=torch.channels_last)
+    patches = TrainingPatches(settings) if todo else None
+    from tqdm import tqdm
+
+    overall = tqdm(total=len(names), initial=len(names) - len(todo), desc="networks", unit="net",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True, position=0)
+    done, failed = [], {}
+    try:
+        for n in todo:
+            if settings.retry_failed and bank.status(n).get("state") == "failed":
+                bank.resume_path(n).unlink(missing_ok=True)
+            try:
+                train_network(bank, n, settings, patches, device, vgg=vgg, progress=progress, log=log,
+                              on_step=(lambda s, n=n: on_step(n, s)) if on_step else None)
+                done.append(n)
+            except (Diverged, RuntimeError, ValueError, FloatingPointError) as exc:
+                if isinstance(exc, VGGWeightsMissing):
+                    raise
+                reason = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+                previous = bank.status(n)
+                bank.write_status(n, {"name": n, "state": "failed", "reason": reason[:2000],
+                                      "steps_done": previous.get("steps_done", 0), "device": device})
+                bank.resume_path(n).unlink(missing_ok=True)
+                failed[n] = reason
+                log(f"{n}: failed: {reason}")
+            overall.update(1)
+    finally:
+        overall.close()
+    return {"bank": str(bank.path), "trained": done, "failed": failed, "skipped": skipped, "device": device,
+            "steps_per_network": patches.steps_total() if patches else None}
+
+
+__all__ = ["TrainSettings", "TrainingPatches", "train_bank", "train_network", "Diverged"]
