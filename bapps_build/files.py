@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -49,18 +51,33 @@ def remove_partials(folder) -> int:
     return n
 
 
-def encode_png(rgb_u8: np.ndarray) -> bytes:
-    """8-bit RGB PNG bytes; the same pixels always give the same bytes.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-    Huffman-only deflate after libpng's row filters: on 64x64 photo patches it is both
-    faster and smaller than zlib level 1 (LZ77 finds few repeats in so few pixels).
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def encode_png(rgb_u8: np.ndarray) -> bytes:
+    """8-bit RGB PNG bytes; the same pixels always give the same bytes (for one zlib).
+
+    Written here rather than by libpng: the Sub filter for every row (photo patches are
+    smooth along rows) and Huffman-only deflate (LZ77 finds few repeats in 64x64 pixels)
+    encode a patch in about half libpng's time, for files a few percent larger.
     """
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb_u8[..., ::-1]),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
-                            cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY])
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
+    img = np.ascontiguousarray(rgb_u8, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"encode_png expects an (H, W, 3) uint8 image, got {img.shape}")
+    h, w, c = img.shape
+    rows = img.reshape(h, w * c)
+    raw = np.empty((h, w * c + 1), np.uint8)
+    raw[:, 0] = 1  # filter type Sub: each byte minus the byte one pixel to the left
+    raw[:, 1:c + 1] = rows[:, :c]
+    np.subtract(rows[:, c:], rows[:, :-c], out=raw[:, c + 1:])
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    idat = deflate.compress(raw.tobytes()) + deflate.flush()
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit, truecolor, no interlace
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -262,3 +262,21 @@ def test_flat_patches_are_rejected(tmp_path):
     for r in read_jsonl(sub / MANIFEST):
         ref = np.asarray(Image.open(sub / "ref" / f"{r['stem']}.png"), dtype=np.float64)
         assert r["crop"].get("flat_fallback") or ref.mean(axis=2).std() / 255 >= 0.05
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (17, 33, 3), (1, 1, 3), (256, 200, 3)])
+def test_png_encoder_round_trips_through_libpng_and_pil(shape):
+    import io
+
+    import cv2
+
+    from bapps_build.files import decode_png, encode_png
+
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    data = encode_png(pixels)
+    assert data == encode_png(pixels.copy())
+    Image.open(io.BytesIO(data)).verify()  # checks the CRCs
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)[..., ::-1], pixels)
+    assert np.array_equal(decode_png(data), pixels)
