@@ -1,1 +1,16 @@
-"""Human judgments: crowd tasks out, results in (issue 4)."""
+"""Human judgments: crowd task files out, results in as BAPPS labels, metrics scored against them.
+
+    tasks.py      `bapps-build tasks`: images, task records, MTurk / Toloka / generic files
+    sentinels.py  obvious trials (sentinels, practice) from the dataset's own patches
+    layouts/      the task pages (2AFC, JND) with ${column} variables
+    catalog.py    what an item id means: test example, sentinel, practice
+    readers.py    MTurk, Toloka and generic results files -> one long table
+    qc.py         rejected assignments, sentinel scores, counts
+    store.py      what a subset keeps (rows, counts, raw copies) and the all-or-nothing writes
+    ingest.py     `bapps-build ingest`: read, resolve, merge, QC, labels
+    report.py     `bapps-build judgments report`: workers, agreement, human ceiling
+    aggregate.py  crowd-kit models beside the fractions
+    metrics.py    l2, psnr, ssim, lpips, any callable
+    evaluate.py   `bapps-build evaluate`: 2AFC score and JND mAP
+    cli.py        the click commands (COMMANDS)
+"""

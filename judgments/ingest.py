@@ -378,7 +378,10 @@ def stage_labels(txn: Transaction, subset: Subset, qc: QCResult, partial: bool, 
         if name in present and old_counts.get(stem) == (n_pos, n_total):
             continue
         writes.append((name, label_bytes(value)))
-    txn.write_many(folder, writes)
+    if folder.exists():
+        txn.write_many(folder, writes)
+    else:
+        txn.write_folder(folder, writes)
     info["written"] = len(writes)
     info["complete"] = n_judged == n
     return info

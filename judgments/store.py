@@ -132,6 +132,7 @@ class Transaction:
 
     def __init__(self):
         self.staged: List[Tuple[Path, Path]] = []  # (temporary, final)
+        self.folders: List[Tuple[str, str]] = []  # whole new folders: (temporary, final)
         self.copies: List[Tuple[Path, Path]] = []
         self.removals: List[Path] = []
 
@@ -161,6 +162,25 @@ class Transaction:
                 os.close(fd)
             self.staged.append((tmp, final))
 
+    def write_folder(self, folder: Path, files) -> None:
+        """A folder that does not exist yet, filled under a hidden temporary name and renamed whole
+        (one rename instead of one per file: the first labels of a subset)."""
+        folder = Path(folder)
+        if folder.exists():
+            raise FileExistsError(f"{folder} exists")
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.folders.append((str(tmp), str(folder)))
+        base = str(tmp)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        for name, data in files:
+            fd = os.open(os.path.join(base, name), flags, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
     def copy(self, source: Path, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_name(path)
@@ -176,11 +196,17 @@ class Transaction:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+        for tmp, _ in self.folders:
+            shutil.rmtree(tmp, ignore_errors=True)
         self.staged = []
+        self.folders = []
 
     def commit(self) -> None:
         for tmp, final in self.staged:
             os.replace(tmp, final)
+        for tmp, final in self.folders:
+            os.rename(tmp, final)
+        self.folders = []
         for path in self.removals:
             try:
                 path.unlink()

@@ -169,11 +169,11 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
         "files": files,
         "hits": hits,
     }
+    record_in_dataset(subset, record)  # first: a clash of names stops before the platform files
     writers = {"mturk": write_mturk, "toloka": write_toloka, "generic": write_generic}
     writers[s.platform](out, record, images)
     write_json_atomic(out / "tasks.json", record)
     (out / "README.txt").write_text(next_steps(record), encoding="utf-8")
-    record_in_dataset(subset, record)
     return record
 
 

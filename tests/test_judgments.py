@@ -521,3 +521,27 @@ def test_evaluate_builtins_and_a_callable(tiny_dataset, tmp_path):
     assert results[0]["human"] is None  # one judgment each: no ceiling to compute
     out = CliRunner().invoke(evaluate, [str(tiny_dataset), "--metric", "l2", "--metric", "psnr"])
     assert out.exit_code == 0 and re.search(r"l2\s+100\.00", out.output), out.output
+
+
+def test_a_failure_while_writing_leaves_the_old_files_and_no_temporaries(tiny_dataset, tmp_path, monkeypatch):
+    everything = write(tmp_path / "all.csv", "worker,item,response\n" + "".join(
+        f"A,{AFC}/{k:06d},p0\n" for k in range(12)))
+    ingest_files([everything], tiny_dataset)
+    before = snapshot(tiny_dataset)
+    import judgments.ingest as ingest_module
+
+    calls = {"n": 0}
+    real = ingest_module.label_bytes
+
+    def disk_full_after_five(value):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise OSError(28, "No space left on device")
+        return real(value)
+
+    monkeypatch.setattr(ingest_module, "label_bytes", disk_full_after_five)
+    more = write(tmp_path / "more.csv", "worker,item,response\n" + "".join(f"B,{AFC}/{k:06d},p1\n" for k in range(12)))
+    with pytest.raises(OSError):
+        ingest_files([more], tiny_dataset)
+    assert snapshot(tiny_dataset) == before  # rows.tsv, counts, labels, raw copies: all as they were
+    assert not [p for p in (tiny_dataset / AFC).rglob("*") if p.name.endswith(".partial")]
