@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .catalog import KIND_NAMES, Catalog, CatalogError, Subset, load_catalog
+from .catalog import Catalog, CatalogError, Subset, load_catalog
 from .qc import DEFAULT_MIN_ACCURACY, QCParams, QCResult, fractions, run_qc
 from .readers import RawJudgments, ResultsError, read_results, summarise_problems
 from .report import build_report

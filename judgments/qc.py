@@ -15,7 +15,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .catalog import KIND_PRACTICE, KIND_SENTINEL, KIND_TEST
+from .catalog import KIND_SENTINEL, KIND_TEST
 
 # 2AFC: the paper's workers passed at least 14 of 15 sentinels (0.933 > 0.9 > 13/15).
 # JND: its sentinels are harder (identical pairs seen 250 ms apart: 70% "same" in the paper).
@@ -74,5 +74,3 @@ def fractions(n_pos: np.ndarray, n_total: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return (n_pos / np.where(n_total > 0, n_total, np.nan)).astype(np.float32)
 
-
-__all__ = ["QCParams", "QCResult", "run_qc", "fractions", "DEFAULT_MIN_ACCURACY", "KIND_PRACTICE"]
