@@ -165,7 +165,7 @@ def settings_digest(settings: TrainSettings, patches: TrainingPatches, device: s
 
 
 def _finite(*values) -> bool:
-    return all(math.isfinite(float(v)) for v in values)
+    return all(math.isfinite(float(v.detach() if hasattr(v, "detach") else v)) for v in values)
 
 
 def train_network(bank: Bank, name: str, settings: TrainSettings, patches: TrainingPatches, device: str,
@@ -264,7 +264,7 @@ def train_network(bank: Bank, name: str, settings: TrainSettings, patches: Train
                     real, fake = disc(x, y).float(), disc(x, out.detach()).float()
                 d_loss = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
                 if not _finite(d_loss):
-                    raise Diverged(f"the discriminator loss became {float(d_loss)} at step {step}")
+                    raise Diverged(f"the discriminator loss became {float(d_loss.detach())} at step {step}")
                 opt_d.zero_grad(set_to_none=True)
                 scaler.scale(d_loss).backward()
                 scaler.step(opt_d)
@@ -285,13 +285,13 @@ def train_network(bank: Bank, name: str, settings: TrainSettings, patches: Train
                 adv = F.mse_loss(score, torch.ones_like(score))
                 loss = loss + weights["adversarial_weight"] * adv
             if not _finite(loss):
-                raise Diverged(f"the loss became {float(loss)} at step {step} (l1 {float(l1):.4g}, "
-                               f"vgg {float(vgg_loss):.4g}, adversarial {float(adv):.4g})")
+                raise Diverged(f"the loss became {float(loss.detach())} at step {step} (l1 {float(l1.detach()):.4g}, "
+                               f"vgg {float(vgg_loss.detach()):.4g}, adversarial {float(adv.detach()):.4g})")
             opt_g.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt_g)
             scaler.update()
-            history.append(float(l1))
+            history.append(float(l1.detach()))
             done = step + 1
             if done % settings.checkpoint_every == 0 and done < total:
                 save_resume(done)
