@@ -81,9 +81,7 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
     unknown = ([k for k, item in enumerate(raw.item) if targets[item] is None]
                if any(t is None for t in targets.values()) else [])
     for k in unknown[:20]:
-        problems.append(f"{raw.path}, line {raw.line[k]}: item {raw.item[k]!r} is not in this dataset (no task "
-                        f"set recorded in it has this id, and it is no <task>/<split>/<subset>/<stem>); ingest "
-                        f"with --dataset the dataset these tasks were made from, or --tasks TASKS")
+        problems.append(f"{raw.path}, line {raw.line[k]}: {unknown_item_reason(raw.item[k], catalog)}")
     if len(unknown) > 20:
         problems.append(f"{raw.path}: ... and {len(unknown) - 20} more rows with unknown items")
     if unknown:
@@ -127,6 +125,17 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
         rows.source.extend([tag] * len(value))
         rows.line.extend(pick(raw.line))
     return {"unknown": 0}
+
+
+def unknown_item_reason(item: str, catalog: Catalog) -> str:
+    rel, _, stem = item.rpartition("/")
+    if rel and rel in catalog.by_rel:
+        return f"item {item!r}: {rel} has no example {stem!r} ({len(catalog.subsets[catalog.by_rel[rel]].stems)} examples)"
+    if rel.count("/") == 2:
+        return (f"item {item!r}: this dataset has no subset {rel} (it has {', '.join(catalog.by_rel)}); "
+                f"is --dataset the right one?")
+    return (f"item {item!r} is not in this dataset: no task set recorded in it has this id; ingest with "
+            f"--dataset the dataset these tasks were made from, or give --tasks TASKS")
 
 
 def merge(old: Rows, new: Rows) -> Dict[str, int]:
