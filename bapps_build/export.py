@@ -66,16 +66,28 @@ def _records(unit: ExportUnit, start: int, stop: int):
                 yield json.loads(line)
 
 
-def _counts(subset_path: Path) -> Dict[str, dict]:
-    """Per-stem judgment counts when the subset has been judged (see `bapps-build ingest`)."""
-    try:
-        from judgments.store import load_counts
-    except ImportError:
-        return {}
-    try:
-        return load_counts(subset_path) or {}
-    except FileNotFoundError:
-        return {}
+def _counts(subset_path: Path, task: str) -> Dict[str, dict]:
+    """Per-stem judgment counts when the subset has been judged (`bapps-build ingest`)."""
+    from judgments.store import COUNTS, read_counts
+
+    counts = read_counts(Path(subset_path) / "judgments" / COUNTS) or {}
+    positive = "n_same" if task == "jnd" else "n_p1"
+    return {stem: {positive: p, "n_total": t} for stem, (p, t) in counts.items()}
+
+
+def _write_counts(subset_path: Path, task: str, records: List[dict]) -> None:
+    """Restore judgments/counts.csv from the counts the shards carried."""
+    from judgments.store import COUNTS, counts_text
+
+    judged = [r for r in records if r.get("counts")]
+    if not judged:
+        return
+    positive = "n_same" if task == "jnd" else "n_p1"
+    folder = Path(subset_path) / "judgments"
+    folder.mkdir(exist_ok=True)
+    text = counts_text([r["stem"] for r in judged], np.array([r["counts"][positive] for r in judged]),
+                       np.array([r["counts"]["n_total"] for r in judged]), positive)
+    write_atomic(folder / COUNTS, text.encode("utf-8"))
 
 
 def _export_shard(context, k, progress):
@@ -86,7 +98,7 @@ def _export_shard(context, k, progress):
     folders = IMAGE_FOLDERS[unit.task]
     label = LABEL_FOLDERS[unit.task]
     has_labels = (src / label).is_dir()
-    counts = _counts(src) if has_labels else {}
+    counts = _counts(src, unit.task)
     start, stop = shard * unit.maxcount, min((shard + 1) * unit.maxcount, unit.n)
 
     def samples():
@@ -207,7 +219,7 @@ def _import_shard(context, k, progress):
         if stored_size:
             record["stored_size"] = stored_size
         if "counts" in meta:
-            record["counts"] = meta["counts"]
+            record["counts"] = meta["counts"]  # kept out of the manifest below; restored to counts.csv
         records.append(record)
         n += 1
         if n % 64 == 0:
@@ -253,10 +265,12 @@ def export_to_tree(source, target, *, stored_size: Optional[int] = None, workers
     summary = []
     for out, task, index, first, stop in plan:
         has_label = (out / LABEL_FOLDERS[task]).is_dir()
+        records = [r for k in range(first, stop) for r in results[k]]
+        _write_counts(out, task, records)
         with open(out / f".{MANIFEST}.partial", "w", encoding="utf-8") as f:
-            for k in range(first, stop):
-                for record in results[k]:
-                    f.write(json.dumps(record, separators=(",", ":")) + "\n")
+            for record in records:
+                record.pop("counts", None)
+                f.write(json.dumps(record, separators=(",", ":")) + "\n")
         os.replace(out / f".{MANIFEST}.partial", out / MANIFEST)
         summary.append({"subset": str(out), "examples": index["samples"], "labels": has_label})
     seconds = time.time() - started

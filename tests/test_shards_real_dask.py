@@ -37,8 +37,12 @@ def labelled_tree(tmp_path_factory):
     run_build(BuildConfig(n=23, seed=3), root, workers=1, **QUIET)
     sub = subset_dir(root, "2afc", "train", "traditional")
     (sub / "judge").mkdir()
+    (sub / "judgments").mkdir()
+    lines = ["stem,n_p1,n_total,fraction\n"]
     for r in read_jsonl(sub / MANIFEST):
         np.save(sub / "judge" / f"{r['stem']}.npy", np.array([(r["id"] % 3) / 2], dtype=np.float32))
+        lines.append(f"{r['stem']},{r['id'] % 3},2,{(r['id'] % 3) / 2}\n")
+    (sub / "judgments" / "counts.csv").write_text("".join(lines))  # as `ingest` writes it
     return root
 
 
@@ -73,6 +77,7 @@ def test_shards_read_back_with_webdataset_equal_the_tree(labelled_tree, tmp_path
         assert sample["judge.npy"] == (sub / "judge" / f"{key}.npy").read_bytes()
         meta = json.loads(sample["json"])
         assert meta["recipe"]["stem"] == key
+        assert meta["counts"] == {"n_p1": meta["recipe"]["id"] % 3, "n_total": 2}
         seen += 1
     assert seen == 23
 
