@@ -457,9 +457,10 @@ def export(source, fmt, out, maxcount, stored_size, workers, executor, scheduler
 def _add_package_commands():
     """judgments (tasks, ingest, judgments, evaluate) and generators bring their own commands;
     their heavy libraries load only when one of those commands runs."""
+    from generators.cli import COMMANDS as generator_commands
     from judgments.cli import COMMANDS as judgment_commands
 
-    for command in judgment_commands:
+    for command in judgment_commands + generator_commands:
         main.add_command(command)
 
 
