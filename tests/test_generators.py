@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
+F_instance_norm = torch.nn.functional.instance_norm
 
 import distortions  # noqa: E402
 from generators.config import (CORRUPTIONS, DEFAULT_RANGES, NORMS, UPSAMPLING, ConfigError, channels_at,  # noqa: E402
@@ -141,7 +142,7 @@ def test_upsampling_method_sets_the_layer_types(method, present):
         assert all(m.kernel_size == (3, 3) and m.stride == (2, 2) for m in modules_of(model, nn.ConvTranspose2d))
 
 
-@pytest.mark.parametrize("norm,kind", [("batch", nn.BatchNorm2d), ("instance", nn.InstanceNorm2d),
+@pytest.mark.parametrize("norm,kind", [("batch", nn.BatchNorm2d), ("instance", nn.GroupNorm),
                                        ("group", nn.GroupNorm), ("none", None)])
 def test_normalization_sets_the_layers(norm, kind):
     model = build(layers=3, norm=norm)
@@ -153,6 +154,15 @@ def test_normalization_sets_the_layers(norm, kind):
     assert all((c.bias is not None) == (norm == "none") for c in stage_convs)
     if norm == "group":
         assert all(m.num_groups == 8 for m in modules_of(model, nn.GroupNorm))
+    if norm == "instance":  # one group per channel: instance normalization
+        norms = modules_of(model, nn.GroupNorm)
+        assert all(m.num_groups == m.num_channels and m.affine for m in norms)
+        x = torch.randn(3, norms[0].num_channels, 16, 16)
+        with torch.no_grad():
+            norms[0].weight.uniform_(0.5, 2)
+            norms[0].bias.uniform_(-1, 1)
+            expected = F_instance_norm(x, weight=norms[0].weight, bias=norms[0].bias, eps=norms[0].eps)
+            assert torch.allclose(norms[0](x), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("layers,skips,force", [(3, 0, False), (3, 0, True), (3, 1, False), (3, 2, True),
