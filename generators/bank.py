@@ -150,7 +150,8 @@ def bank_table(bank_path) -> List[dict]:
         st = bank.status(n)
         rows.append({"name": n, "state": st.get("state", "pending"), "steps_done": st.get("steps_done", 0),
                      "steps_total": st.get("steps_total"), "reason": st.get("reason"),
-                     "vgg_term": st.get("vgg_term"), "summary": summarize_config(bank.config(n))})
+                     "vgg_term": st.get("vgg_term"), "checkpoint_sha256": st.get("checkpoint_sha256"),
+                     "summary": summarize_config(bank.config(n))})
     return rows
 
 

@@ -82,7 +82,8 @@ class LoadedBank:
         if want != self.sha[name]:
             raise BankError(f"the cnn step was made with another checkpoint of {name} (sha256 {str(want)[:12]}..., "
                             f"the bank at {self.path} has {self.sha[name][:12]}...): the network was retrained or "
-                            "the bank is not the one the recipe came from")
+                            "the bank is not the one the recipe came from (to pick a network in --chain, give its "
+                            "checkpoint_sha256 too: `bapps-build generators list BANK --json`)")
         return name
 
     def model(self, name: str):

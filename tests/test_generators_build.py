@@ -242,3 +242,31 @@ def test_apply_command_accepts_cnn(bank_path, tmp_path):
     assert written.shape == (40, 52, 3)
     again = distortions.to_uint8(distortions.apply_chain(read_png(src), chain))
     assert np.array_equal(written, again)
+    # picking a network: its name and checksum (from `generators list --json`)
+    from generators.cli import generators as generators_cli
+
+    rows = json.loads(CliRunner().invoke(generators_cli, ["list", str(bank_path), "--json"]).output)
+    sha = rows[2]["checkpoint_sha256"]
+    result = CliRunner().invoke(main, ["apply", str(src), "--chain", f"cnn:network=net-002,checkpoint_sha256={sha}",
+                                       "--generators", str(bank_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["chain"][0]["params"]["network"] == "net-002"
+    result = CliRunner().invoke(main, ["apply", str(src), "--chain", "cnn:network=net-002,checkpoint_sha256=abc",
+                                       "--generators", str(bank_path), "--out", str(out)])
+    assert result.exit_code == 1 and "another checkpoint of net-002" in result.output
+
+
+def test_distort_and_replay_commands_with_a_bank(bank_path, tmp_path):
+    from click.testing import CliRunner
+
+    from bapps_build.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "ds"
+    result = runner.invoke(main, ["distort", "--n", "5", "--subset", "cnn", "--generators", str(bank_path),
+                                  "--patch-size", "32", "--workers", "1", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["replay", str(out), "--id", "3"])
+    assert result.exit_code == 0 and result.output.count("identical pixels") == 3, result.output
+    result = runner.invoke(main, ["distort", "--n", "5", "--subset", "mix", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "--generators" in result.output
