@@ -124,12 +124,12 @@ def train_command(bank, sources, steps, epochs, batch_size, patch_size, val_frac
         raise click.UsageError("give --steps or --epochs, not both")
     from .training import TrainSettings, train_bank
 
+    if epochs is None and steps is None:
+        steps = DEFAULT_STEPS
     settings = TrainSettings(steps=steps if epochs is None else None, epochs=epochs, batch_size=batch_size,
                              patch_size=patch_size, sources=tuple(sources), val_fraction=val_fraction,
                              device=device, checkpoint_every=checkpoint_every, no_vgg=no_vgg,
                              vgg_weights=vgg_weights, retry_failed=retry_failed)
-    if settings.steps is None and settings.epochs is None:
-        settings = TrainSettings(**{**settings.__dict__, "steps": DEFAULT_STEPS})
     summary = train_bank(bank, settings, progress=not quiet, log=lambda m: click.echo(m, err=True),
                          only=_names(networks))
     click.echo(f"{len(summary['trained'])} trained, {len(summary['failed'])} failed, "

@@ -1,7 +1,6 @@
 """Generator banks: training (loss goes down, resume, divergence, VGG), checkpoints, CLI."""
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +266,21 @@ def test_cli_train_list_and_preview(tmp_path):
     assert result.exit_code == 0, result.output
     im = Image.open(out)
     assert im.size[1] > 3 * 128 and im.size[0] > 3 * 128  # a row of clean patches and a row per network
+
+
+def test_cli_train_default_budget_and_epochs(tmp_path, monkeypatch):
+    import generators.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "DEFAULT_STEPS", 1)
+    bank = make_bank(tmp_path / "b", [tiny()])
+    runner = CliRunner()
+    result = runner.invoke(generators_cli, ["train", str(bank.path), "--batch-size", "2", "--patch-size", "32",
+                                            "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert bank.status("net-000")["steps_total"] == 1
+    other = make_bank(tmp_path / "c", [tiny()])
+    result = runner.invoke(generators_cli, ["train", str(other.path), "--epochs", "1", "--batch-size", "4",
+                                            "--patch-size", "32", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    n_sources = len(TrainingPatches(settings(batch_size=4)).sources)
+    assert other.status("net-000")["steps_total"] == math.ceil(n_sources / 4)
