@@ -27,6 +27,8 @@ see :mod:`generators.inference` for why batching does not change a single bit on
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import multiprocessing
 import sys
 from collections import defaultdict
@@ -88,9 +90,6 @@ class LoadedBank:
 
     def model(self, name: str):
         if name not in self._models:
-            import hashlib
-            import io
-
             from .bank import load_generator
             from .inference import prepare_model
 
@@ -99,7 +98,8 @@ class LoadedBank:
             if hashlib.sha256(data).hexdigest() != self.sha[name]:
                 raise CheckpointError(f"{path} has changed since {name} was trained (its SHA-256 differs from "
                                       f"{self.bank.status_path(name).name}); retrain it or restore the file")
-            self._models[name] = prepare_model(load_generator(io.BytesIO(data), self.config(name), label=path), self.device)
+            model = load_generator(io.BytesIO(data), self.config(name), label=path)
+            self._models[name] = prepare_model(model, self.device)
         return self._models[name]
 
     def run(self, name: str, images: Sequence[np.ndarray]) -> List[np.ndarray]:
