@@ -34,6 +34,20 @@ VARIANTS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def forget_the_cnn_family():
+    """Tests elsewhere list every registered family: leave the registry as it was found."""
+    from distortions import registry
+
+    before = registry._FAMILIES.get("cnn")
+    yield
+    if before is None:
+        registry._FAMILIES.pop("cnn", None)
+    else:
+        registry._FAMILIES["cnn"] = before
+    integration._ACTIVE = None
+
+
 @pytest.fixture(scope="module")
 def bank_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("bank") / "bank"
