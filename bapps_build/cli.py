@@ -1,9 +1,7 @@
 """The `bapps-build` command line: a thin layer over the Python API."""
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -13,6 +11,7 @@ import distortions
 
 from . import __version__
 from .build import BuildError, format_report, run_build
+from .errors import friendly_errors as people_errors
 from .config import BuildConfig, ConfigError
 from .replay import ReplayError, replay_example, resolve_subset
 from .sources import SourceError, UnusableSource
@@ -21,19 +20,7 @@ PEOPLE_ERRORS = (BuildError, ConfigError, SourceError, ReplayError, UnusableSour
                  FileNotFoundError, RuntimeError, KeyError)
 
 
-def friendly_errors(fn):
-    """Errors meant for people become `Error: message` and exit status 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except PEOPLE_ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
+friendly_errors = people_errors(PEOPLE_ERRORS)
 
 
 plugin_option = click.option(

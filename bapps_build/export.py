@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .executors import default_workers, run_units
-from .files import decode_png, encode_png, sha256_bytes, write_atomic, write_json_atomic
+from .files import decode_png, encode_png, sha256_bytes, write_atomic
 from .jobs import BuildError, progress_bar
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, find_subsets
 from .shards import INDEX, json_bytes, read_shard, shard_file_name, write_index, write_shard

@@ -4,10 +4,11 @@ Importing this module does not import torch (the commands do, when they run).
 """
 from __future__ import annotations
 
-import functools
 import json
 
 import click
+
+from bapps_build.errors import friendly_errors as people_errors
 
 DEFAULT_STEPS = 200
 
@@ -23,19 +24,7 @@ def _people_errors():
             FileNotFoundError, RuntimeError)
 
 
-def friendly_errors(fn):
-    """Errors meant for people become `Error: message` and exit status 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except _people_errors() as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
+friendly_errors = people_errors(_people_errors)
 
 
 def _names(values):
@@ -104,21 +93,29 @@ def sample_command(count, seed, out):
 @click.option("--no-vgg", is_flag=True, help="Train without the VGG loss term (recorded in each status).")
 @click.option("--retry-failed", is_flag=True, help="Train failed networks again, from scratch.")
 @click.option("--networks", multiple=True, help="Only these networks (comma-separated names).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Networks trained at once [default: every core on the CPU, 1 on a GPU].")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: processes on this machine. dask: one network per Dask task (--scheduler, or a LocalCluster).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://head-node:8786.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly_errors
 def train_command(bank, sources, steps, epochs, batch_size, patch_size, val_fraction, device, checkpoint_every,
-                  vgg_weights, no_vgg, retry_failed, networks, quiet):
+                  vgg_weights, no_vgg, retry_failed, networks, workers, executor, scheduler, quiet):
     """Train every network of BANK that is not trained yet.
 
-    Run it again after an interruption: finished networks are kept, the one that was
-    training continues from its last saved state. A network whose loss becomes NaN or
-    infinite is marked failed (with the reason) and the others go on.
+    Run it again after an interruption: finished networks are kept, the ones that were
+    training continue from their last saved state. A network whose loss becomes NaN or
+    infinite is marked failed (with the reason) and the others go on. On the CPU each
+    network trains on one thread and --workers networks train at once, so the weights do
+    not depend on how many run together.
 
     \b
     Examples:
       bapps-build generators train bank
       bapps-build generators train bank --sources ~/photos --epochs 1 --device cuda
       bapps-build generators train bank --no-vgg        # without the VGG16 checkpoint
+      bapps-build generators train bank --executor dask --scheduler tcp://head-node:8786
     """
     if steps is not None and epochs is not None:
         raise click.UsageError("give --steps or --epochs, not both")
@@ -131,7 +128,7 @@ def train_command(bank, sources, steps, epochs, batch_size, patch_size, val_frac
                              device=device, checkpoint_every=checkpoint_every, no_vgg=no_vgg,
                              vgg_weights=vgg_weights, retry_failed=retry_failed)
     summary = train_bank(bank, settings, progress=not quiet, log=lambda m: click.echo(m, err=True),
-                         only=_names(networks))
+                         only=_names(networks), workers=workers, executor=executor, scheduler=scheduler)
     click.echo(f"{len(summary['trained'])} trained, {len(summary['failed'])} failed, "
                f"{len(summary['skipped'])} skipped (already done or failed before) on {summary['device']}")
     for name, reason in summary["failed"].items():

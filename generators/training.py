@@ -323,14 +323,92 @@ def _cpu_state(module) -> dict:
 # ------------------------------------------------------------------ the bank
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """What a worker needs to train any network of a bank (one network = one unit of work)."""
+
+    bank_path: str
+    settings: TrainSettings
+    device: str
+    names: Tuple[str, ...]  # the networks to train; unit i trains names[i]
+    use_vgg: bool
+    bars: bool  # a progress bar per network (one process only)
+    # in one process only (they are not sent to workers): messages and a per-step callback
+    log: Optional[Callable[[str], None]] = None
+    on_step: Optional[Callable[[str, int], None]] = None
+
+
+_WORKER_STATE = {}  # per process: the training patches and VGG features of a job, loaded once
+
+
+def _worker_state(job: TrainJob):
+    key = (job.bank_path, job.settings, job.device)
+    if key not in _WORKER_STATE:
+        _WORKER_STATE.clear()
+        vgg = None
+        if job.use_vgg:
+            from .vgg import load_vgg16_features
+
+            vgg = load_vgg16_features(job.settings.vgg_weights).to(job.device)
+            if job.device.startswith("cuda"):
+                vgg = vgg.to(memory_format=torch.channels_last)
+        _WORKER_STATE[key] = (TrainingPatches(job.settings), vgg)
+    return _WORKER_STATE[key]
+
+
+def train_unit(job: TrainJob, i: int, progress: Callable[[int], None] = lambda n: None) -> dict:
+    """Train network names[i] (a unit for any executor); a failure is recorded, not raised.
+
+    On the CPU each network trains on one thread, whatever the executor and the number of
+    workers: the same bank then gives the same weights, bit for bit, trained by one process
+    or by many (parallelism comes from training several networks at once).
+    """
+    from .vgg import VGGWeightsMissing
+
+    name = job.names[i]
+    if not job.device.startswith("cuda"):
+        torch.set_num_threads(1)
+    bank = Bank(job.bank_path)
+    patches, vgg = _worker_state(job)
+    if job.settings.retry_failed and bank.status(name).get("state") == "failed":
+        bank.resume_path(name).unlink(missing_ok=True)
+    log = job.log or (lambda m: print(m, file=sys.stderr))
+
+    def step_done(step):
+        progress(1)
+        if job.on_step is not None:
+            job.on_step(name, step)
+
+    try:
+        train_network(bank, name, job.settings, patches, job.device, vgg=vgg, progress=job.bars, log=log,
+                      on_step=step_done)
+        return {"name": name, "state": "done"}
+    except (Diverged, RuntimeError, ValueError, FloatingPointError) as exc:
+        if isinstance(exc, VGGWeightsMissing):
+            raise
+        reason = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+        previous = bank.status(name)
+        bank.write_status(name, {"name": name, "state": "failed", "reason": reason[:2000],
+                                 "steps_done": previous.get("steps_done", 0), "device": job.device})
+        bank.resume_path(name).unlink(missing_ok=True)
+        log(f"{name}: failed: {reason}")
+        return {"name": name, "state": "failed", "reason": reason}
+
+
 def train_bank(bank_path, settings: TrainSettings, *, progress: bool = True, log: Callable[[str], None] = print,
-               only: Optional[Sequence[str]] = None, on_step: Optional[Callable[[str, int], None]] = None) -> dict:
+               only: Optional[Sequence[str]] = None, workers: Optional[int] = 1, executor: str = "local",
+               scheduler: Optional[str] = None, on_step: Optional[Callable[[str, int], None]] = None) -> dict:
     """Train every network of the bank that is not done yet; returns a summary.
 
     Stops before any training when a network needs the VGG loss and its checkpoint is
-    missing (unless settings.no_vgg). only: restrict to these network names.
+    missing (unless settings.no_vgg). only: restrict to these network names. workers:
+    networks trained at once (None: every core on the CPU, 1 on a GPU); executor "dask"
+    trains them on dask.distributed (--scheduler, or a LocalCluster). log and on_step(name,
+    step) are called in this process, so they go with one local worker only.
     """
-    from .vgg import VGGWeightsMissing, load_vgg16_features, missing_message, vgg_available
+    from bapps_build.executors import default_workers, run_units
+
+    from .vgg import VGGWeightsMissing, missing_message, vgg_available
 
     bank = Bank(bank_path)
     names = list(only) if only else list(bank.names)
@@ -347,46 +425,46 @@ def train_bank(bank_path, settings: TrainSettings, *, progress: bool = True, log
             todo.append(n)
     device = resolve_device(settings.device)
     need_vgg = [n for n in todo if bank.config(n)["loss"]["vgg_weight"] > 0]
-    vgg = None
-    if need_vgg and not settings.no_vgg:
-        if not vgg_available(settings.vgg_weights):
-            if settings.vgg_weights:
-                raise VGGWeightsMissing(f"--vgg-weights {settings.vgg_weights}: no such file")
-            listed = ", ".join(need_vgg[:5]) + (" ..." if len(need_vgg) > 5 else "")
-            raise VGGWeightsMissing(missing_message(f"{len(need_vgg)} network(s) of {bank.path} ({listed}) have "
-                                                    "vgg_weight > 0: training them"))
-        vgg = load_vgg16_features(settings.vgg_weights).to(device)
-        if device.startswith("cuda"):
-            vgg = vgg.to(memory_format=torch.channels_last)
-    patches = TrainingPatches(settings) if todo else None
+    if need_vgg and not settings.no_vgg and not vgg_available(settings.vgg_weights):
+        if settings.vgg_weights:
+            raise VGGWeightsMissing(f"--vgg-weights {settings.vgg_weights}: no such file")
+        listed = ", ".join(need_vgg[:5]) + (" ..." if len(need_vgg) > 5 else "")
+        raise VGGWeightsMissing(missing_message(f"{len(need_vgg)} network(s) of {bank.path} ({listed}) have "
+                                                "vgg_weight > 0: training them"))
+    summary = {"bank": str(bank.path), "trained": [], "failed": {}, "skipped": skipped, "device": device,
+               "steps_per_network": None}
+    if not todo:
+        return summary
+    steps = TrainingPatches(settings).steps_total()  # also checks the sources before any work
+    summary["steps_per_network"] = steps
+    if workers is None:
+        workers = 1 if device.startswith("cuda") else default_workers()
+    workers = max(1, min(workers, len(todo)))
+    one_process = workers == 1 and executor == "local"
+    if on_step is not None and not one_process:
+        raise ValueError("on_step is called in this process: use it with workers=1 and the local executor")
+    job = TrainJob(str(bank.path), settings, device, tuple(todo), bool(need_vgg and not settings.no_vgg),
+                   bars=progress and one_process, log=log if one_process else None,
+                   on_step=on_step if one_process else None)
     from tqdm import tqdm
 
-    overall = tqdm(total=len(names), initial=len(names) - len(todo), desc="networks", unit="net",
-                   disable=not progress, file=sys.stderr, dynamic_ncols=True, position=0)
-    done, failed = [], {}
+    overall = tqdm(total=len(todo) * steps, desc=f"{len(todo)} network(s)", unit="step", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True, position=0)
+
+    def finished(result):
+        if result["state"] == "done":
+            summary["trained"].append(result["name"])
+        else:
+            summary["failed"][result["name"]] = result["reason"]
+
     try:
-        for n in todo:
-            if settings.retry_failed and bank.status(n).get("state") == "failed":
-                bank.resume_path(n).unlink(missing_ok=True)
-            try:
-                train_network(bank, n, settings, patches, device, vgg=vgg, progress=progress, log=log,
-                              on_step=(lambda s, n=n: on_step(n, s)) if on_step else None)
-                done.append(n)
-            except (Diverged, RuntimeError, ValueError, FloatingPointError) as exc:
-                if isinstance(exc, VGGWeightsMissing):
-                    raise
-                reason = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
-                previous = bank.status(n)
-                bank.write_status(n, {"name": n, "state": "failed", "reason": reason[:2000],
-                                      "steps_done": previous.get("steps_done", 0), "device": device})
-                bank.resume_path(n).unlink(missing_ok=True)
-                failed[n] = reason
-                log(f"{n}: failed: {reason}")
-            overall.update(1)
+        run_units(train_unit, job, range(len(todo)), workers=workers, on_result=finished,
+                  on_progress=lambda n: overall.update(min(n, overall.total - overall.n)),
+                  executor=executor, scheduler=scheduler)
     finally:
         overall.close()
-    return {"bank": str(bank.path), "trained": done, "failed": failed, "skipped": skipped, "device": device,
-            "steps_per_network": patches.steps_total() if patches else None}
+    summary["trained"].sort()
+    return summary
 
 
-__all__ = ["TrainSettings", "TrainingPatches", "train_bank", "train_network", "Diverged"]
+__all__ = ["TrainSettings", "TrainingPatches", "TrainJob", "train_bank", "train_unit", "train_network", "Diverged"]

@@ -4,11 +4,12 @@ bapps_build/cli.py adds them to its group: `for c in judgments.cli.COMMANDS: mai
 """
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import click
+
+from bapps_build.errors import friendly_errors as people_errors
 
 from .aggregate import MODELS, AggregateError
 from .catalog import CatalogError
@@ -23,19 +24,7 @@ PEOPLE_ERRORS = (CatalogError, TasksError, ResultsError, IngestError, StoreError
                  AggregateError, FileNotFoundError)
 
 
-def friendly_errors(fn):
-    """Errors meant for people become `Error: message` and exit status 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except PEOPLE_ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
+friendly_errors = people_errors(PEOPLE_ERRORS)
 
 
 # ---------------------------------------------------------------- tasks

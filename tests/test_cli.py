@@ -1,8 +1,6 @@
 """The command line: every command once, its errors, and the two ways to add families."""
 import json
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -284,3 +284,22 @@ def test_cli_train_default_budget_and_epochs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     n_sources = len(TrainingPatches(settings(batch_size=4)).sources)
     assert other.status("net-000")["steps_total"] == math.ceil(n_sources / 4)
+
+
+def test_same_weights_for_any_worker_count_and_on_dask(tmp_path):
+    """One network = one unit: trained alone, two at a time, or as Dask tasks, bit for bit."""
+    variants = [tiny(), tiny(generator={"norm": "instance", "upsampling": "transposed"}),
+                tiny(discriminator={"layers": 1}, loss={"adversarial_weight": 0.1})]
+    pytest.importorskip("distributed")
+    s = settings(steps=4)
+    runs = {"one": dict(workers=1), "two": dict(workers=2), "dask": dict(workers=2, executor="dask")}
+    banks = {}
+    for label, kw in runs.items():
+        banks[label] = make_bank(tmp_path / label, variants)
+        summary = train_bank(banks[label].path, s, **QUIET, **kw)
+        assert summary["trained"] == ["net-000", "net-001", "net-002"], (label, summary)
+    for name in ("net-000", "net-001", "net-002"):
+        ref = state_dict_of(banks["one"], name)
+        for label in runs:
+            other = state_dict_of(banks[label], name)
+            assert all(torch.equal(ref[k], other[k]) for k in ref), (label, name)
