@@ -48,9 +48,18 @@ def extract_patch(image: np.ndarray, box: Sequence[int], patch_size: int) -> np.
     return np.ascontiguousarray(window, dtype=np.uint8)
 
 
+LUMA = np.array([[0.299, 0.587, 0.114]])  # Rec. 601, as the gray of most image tools
+
+
+def luma_std(image: np.ndarray, scale: float) -> float:
+    """Standard deviation of the luma of an (H, W, 3) image, divided by scale."""
+    luma = cv2.transform(np.ascontiguousarray(image, dtype=np.float32), LUMA)
+    return float(cv2.meanStdDev(luma)[1][0, 0] / scale)
+
+
 def flatness(patch_u8: np.ndarray) -> float:
-    """Standard deviation of the patch's gray levels on the [0, 1] scale."""
-    return float(patch_u8.mean(axis=2).std() / 255.0)
+    """Standard deviation of the patch's gray levels (luma) on the [0, 1] scale."""
+    return luma_std(patch_u8, 255.0)
 
 
 def crop_record(box: Sequence[int], patch_size: int, attempts: int) -> dict:

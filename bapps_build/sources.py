@@ -273,9 +273,11 @@ def split_of(sha256: str, val_fraction: float) -> str:
 
 
 def image_flatness(image: np.ndarray) -> float:
-    """Standard deviation of the gray image on the [0, 1] scale (subsampled for speed)."""
+    """Standard deviation of the gray image (luma) on the [0, 1] scale (subsampled for speed)."""
+    from .patches import luma_std
+
     step = max(1, int(max(image.shape[:2]) // 512))
-    return float(to_float(image[::step, ::step]).mean(axis=2).std())
+    return luma_std(image[::step, ::step], 65535.0 if image.dtype == np.uint16 else 255.0)
 
 
 def inspect_source(path: str, *, min_size: int, max_pixels: int, flat_threshold: float,

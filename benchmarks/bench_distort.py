@@ -28,7 +28,14 @@ register(Family("identity", "other", lambda rng, severity: {}, lambda image, par
 '''
 
 
+def settle():
+    """Flush what earlier runs wrote, so that their writeback does not slow the next run."""
+    os.sync()
+    time.sleep(2)
+
+
 def run(args, cwd):
+    settle()
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bapps_build.cli", *args], cwd=cwd, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -56,7 +63,7 @@ def main(argv=None):
                 rates[(label, w)] = args.n / seconds
                 print(f"{label:8s} workers={w}: {seconds:7.2f} s  {args.n / seconds:8.0f} triplets/s")
                 sys.stdout.flush()
-                shutil.rmtree(out)
+                # kept until the end: deleting tens of thousands of files now would slow the next run
         for w in args.workers:
             print(f"workers={w}: distort / floor = {rates[('distort', w)] / rates[('floor', w)]:.2f} "
                   "(target >= 0.60)")

@@ -61,7 +61,6 @@ def main(argv=None):
             peaks[n] = peak
             print(f"n={n:>7d}: peak RSS of the process tree {peak / 2**20:7.1f} MiB  ({seconds:.1f} s)")
             sys.stdout.flush()
-            shutil.rmtree(tmp / str(n))
         print(f"peak(n={args.large}) / peak(n={args.small}) = {peaks[args.large] / peaks[args.small]:.2f} "
               "(flat in n: about 1)")
     finally:

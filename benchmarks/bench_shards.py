@@ -21,6 +21,8 @@ from pathlib import Path
 
 
 def run(args, cwd):
+    os.sync()  # earlier runs' writeback must not slow this one
+    time.sleep(2)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bapps_build.cli", *args], cwd=cwd, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -29,6 +29,26 @@ def seeded(params) -> np.random.Generator:
     return generator(int(params["seed"]))
 
 
+_TWO_PI = np.float32(2.0 * math.pi)
+
+
+def normal_field(rng: np.random.Generator, shape) -> np.ndarray:
+    """Standard normal float32 samples (Box-Muller on float32 uniforms).
+
+    Twice as fast as numpy's ziggurat for a patch-sized field; float32 uniforms cut the
+    tails off at about 5.8 sigma, which no image noise notices.
+    """
+    n = int(np.prod(shape))
+    half = (n + 1) // 2
+    u = rng.random((2, half), dtype=np.float32)
+    radius = np.sqrt(np.float32(-2.0) * np.log1p(-u[0]))  # 1 - u is in (0, 1]: log is finite
+    angle = u[1] * _TWO_PI
+    out = np.empty(2 * half, dtype=np.float32)
+    np.multiply(radius, np.cos(angle), out=out[:half])
+    np.multiply(radius, np.sin(angle), out=out[half:])
+    return out[:n].reshape(shape)
+
+
 def lerp(lo: float, hi: float, severity: float) -> float:
     """Map severity in [0, 1] linearly to [lo, hi] (clamped, so replays never extrapolate)."""
     s = min(max(float(severity), 0.0), 1.0)
@@ -66,8 +86,11 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Round float [0, 1] to 8 bits (the one quantiser used everywhere)."""
-    return np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    """Round float [0, 1] to 8 bits, half to even (the one quantiser used everywhere)."""
+    scaled = np.multiply(np.asarray(image, dtype=np.float32), np.float32(255.0))
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def warp_affine(image: np.ndarray, matrix: np.ndarray, interpolation=cv2.INTER_LINEAR) -> np.ndarray:
@@ -111,7 +134,7 @@ def colored_noise(height: int, width: int, channels: int, beta: float,
     pair with their mirror bins, would cancel there at random (half the power on average
     and an anisotropic field).
     """
-    white = rng.standard_normal((channels, height, width), dtype=np.float32)
+    white = normal_field(rng, (channels, height, width))
     coeffs = np.fft.rfft2(white)
     magnitude = np.abs(coeffs)
     magnitude[magnitude == 0] = 1.0

@@ -18,16 +18,18 @@ def sample_jpeg(rng, severity):
 
 def jpeg_round_trip(image_u8: np.ndarray, quality: int) -> np.ndarray:
     """Encode an (H, W, 3) uint8 RGB image as baseline JPEG 4:2:0 and decode it again."""
-    bgr = np.ascontiguousarray(image_u8[..., ::-1])
+    bgr = cv2.cvtColor(image_u8, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality),
                                          cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420])
     if not ok:
         raise RuntimeError("libjpeg failed to encode the patch")
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def apply_jpeg(image, params):
-    return finish(jpeg_round_trip(to_uint8(image), int(params["quality"])).astype(np.float32) / 255.0)
+    decoded = jpeg_round_trip(to_uint8(image), int(params["quality"])).astype(np.float32)
+    decoded /= np.float32(255.0)
+    return finish(decoded)
 
 
 register(Family("jpeg", "compression", sample_jpeg, apply_jpeg,

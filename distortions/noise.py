@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import colored_noise, draw_seed, finish, lerp, seeded
+from ._common import colored_noise, draw_seed, finish, lerp, normal_field, seeded
 from .registry import Family, register
 
 
@@ -31,8 +31,10 @@ def sample_gaussian_noise(rng, severity):
 
 
 def apply_gaussian_noise(image, params):
-    noise = seeded(params).standard_normal(size=image.shape, dtype=np.float32)
-    return finish(image + float(params["sigma"]) * noise)
+    noise = normal_field(seeded(params), image.shape)
+    noise *= np.float32(params["sigma"])
+    noise += image
+    return finish(noise)
 
 
 def _spectral_sampler(beta):
