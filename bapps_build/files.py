@@ -12,7 +12,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -113,15 +113,3 @@ def read_jsonl(path) -> Iterator[dict]:
 
 def jsonl_line(record: dict) -> str:
     return json.dumps(record, separators=(",", ":")) + "\n"
-
-
-def write_jsonl_atomic(path, records: Iterable[dict]) -> int:
-    path = Path(path)
-    tmp = temp_name(path)
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(jsonl_line(r))
-            n += 1
-    os.replace(tmp, path)
-    return n

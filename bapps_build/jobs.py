@@ -27,7 +27,6 @@ from .files import encode_png, remove_partials, sha256_bytes, write_atomic, writ
 from .layout import BUILD, MANIFEST, PARTS, REPORT, stem
 from .shards import json_bytes, shard_file_name, write_index, write_shard
 
-FORMATS = ("bapps", "webdataset")
 BATCH = 64  # examples made (and inferred, for cnn) together inside a chunk
 
 

@@ -8,9 +8,8 @@ settings, for --resume), report.json (the summary), sources.json (what the scan 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 TASKS = ("2afc", "jnd")
 IMAGE_FOLDERS = {"2afc": ("ref", "p0", "p1"), "jnd": ("p0", "p1")}
@@ -50,18 +49,3 @@ def find_subsets(root) -> List[Tuple[str, str, str, Path]]:
                                      or any((sub / f).is_dir() for f in IMAGE_FOLDERS[task])):
                     found.append((task, split_dir.name, sub.name, sub))
     return found
-
-
-def loader_listing(folder, extensions) -> List[str]:
-    """Files as the LPIPS loader lists them: recursive, filtered by extension, sorted by full path."""
-    out = []
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            if name.lower().endswith(extensions):
-                out.append(os.path.join(dirpath, name))
-    return sorted(out)
-
-
-def iter_stems(folder) -> Iterator[str]:
-    for name in os.listdir(folder):
-        yield os.path.splitext(name)[0]

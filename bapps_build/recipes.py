@@ -89,7 +89,3 @@ def render(recipe: dict, ref_u8: np.ndarray) -> Dict[str, np.ndarray]:
 def reference_patch(recipe: dict, image: np.ndarray) -> np.ndarray:
     """Re-cut the reference from its source, from the record alone."""
     return extract_patch(image, recipe["crop"]["box"], recipe["crop"]["size"])
-
-
-def chains_of(recipe: dict) -> Dict[str, list]:
-    return {k: recipe[k] for k in ("p0", "p1") if recipe.get(k)}

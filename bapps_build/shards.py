@@ -11,14 +11,11 @@ hand-made 512-byte header costs a tenth of a TarInfo round trip.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Tuple
-
-import numpy as np
 
 BLOCK = 512
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z: a constant, and not one tools call implausible
@@ -56,13 +53,6 @@ def tar_member(name: str, data: bytes) -> bytes:
 
 
 TAR_END = b"\0" * (2 * BLOCK)
-
-
-def label_bytes(value: float) -> bytes:
-    """A float32 array of shape (1,) as .npy bytes (what the BAPPS loader reads)."""
-    buf = io.BytesIO()
-    np.save(buf, np.asarray([value], dtype=np.float32), allow_pickle=False)
-    return buf.getvalue()
 
 
 def json_bytes(obj) -> bytes:

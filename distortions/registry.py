@@ -137,7 +137,7 @@ def loaded_plugin_files() -> Dict[str, str]:
 
 def _ensure_builtins() -> None:
     # importing the family modules registers them
-    from . import blur, compression, noise, photometric, spatial  # noqa: F401
+    from . import blur, compression, noise, photometric, spatial  # noqa: F401  (importing registers them)
 
 
 def get_family(name: str) -> Family:
