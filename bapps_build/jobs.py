@@ -25,7 +25,7 @@ from . import __version__
 from .executors import default_workers, run_units
 from .files import encode_png, remove_partials, sha256_bytes, write_atomic, write_json_atomic
 from .layout import BUILD, MANIFEST, PARTS, REPORT, stem
-from .shards import json_bytes, shard_file_name, write_index, write_shard
+from .shards import shard_file_name, write_index, write_shard
 
 BATCH = 64  # examples made (and inferred, for cnn) together inside a chunk
 
@@ -98,7 +98,7 @@ def _setup(job: Job) -> None:
 
 def build_chunk(job: Job, k: int, progress: Callable[[int], None] = lambda n: None) -> dict:
     """Make and write the examples of chunk k (a unit of work); returns its statistics."""
-    records, counts = [], {}
+    lines, counts = [], {}  # the chunk's manifest lines, and what the report counts
 
     def produce():
         indices = list(job.chunk_range(k))
@@ -107,25 +107,26 @@ def build_chunk(job: Job, k: int, progress: Callable[[int], None] = lambda n: No
             for recipe, images in job.make_examples(batch):
                 encoded = {f: encode_png(images[f]) for f in job.folders}
                 recipe["files"] = {f: sha256_bytes(data) for f, data in encoded.items()}
-                records.append(recipe)
+                line = json.dumps(recipe, separators=(",", ":")).encode()
+                lines.append(line)
                 job.tally(recipe, counts)
-                yield recipe, encoded
+                yield recipe["stem"], line, encoded
             progress(len(batch))
 
     stats = {"chunk": k}
     if job.fmt == "webdataset":
-        samples = ((r["stem"], {**{f"{f}.png": data for f, data in enc.items()}, "json": json_bytes({"recipe": r})})
-                   for r, enc in produce())
+        # the sample's json is {"recipe": <the manifest line>}, encoded once
+        samples = ((key, {**{f"{f}.png": data for f, data in enc.items()}, "json": b'{"recipe":' + line + b"}"})
+                   for key, line, enc in produce())
         stats["shard"] = write_shard(job.shard_path(k), samples)
     else:
         out = Path(job.out)
-        for recipe, encoded in produce():
+        for key, _line, encoded in produce():
             for folder, data in encoded.items():
-                write_atomic(out / folder / f"{recipe['stem']}.png", data)
-    stats.update(examples=len(records), counts=counts)
+                write_atomic(out / folder / f"{key}.png", data)
+    stats.update(examples=len(lines), counts=counts)
     write_json_atomic(job.stats_path(k), stats)
-    write_atomic(job.part_path(k), b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n"
-                                             for r in records))
+    write_atomic(job.part_path(k), b"".join(line + b"\n" for line in lines))
     return stats
 
 
