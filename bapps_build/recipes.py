@@ -79,8 +79,15 @@ def render(recipe: dict, ref_u8: np.ndarray) -> Dict[str, np.ndarray]:
     written ref.png reproduces p0.png and p1.png exactly.
     """
     ref = ref_u8.astype(np.float32) / np.float32(255.0)
-    p0 = ref_u8 if not recipe["p0"] else to_uint8(apply_chain(ref, recipe["p0"]))
-    p1 = to_uint8(apply_chain(ref, recipe["p1"]))
+    distorted = {key: apply_chain(ref, recipe[key]) for key in ("p0", "p1") if recipe[key]}
+    return images_by_folder(recipe, ref_u8, distorted)
+
+
+def images_by_folder(recipe: dict, ref_u8: np.ndarray, distorted: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The uint8 images of an example from its float distorted patches (p0 absent in JND:
+    the reference itself)."""
+    p0 = to_uint8(distorted["p0"]) if recipe["p0"] else ref_u8
+    p1 = to_uint8(distorted["p1"])
     if recipe.get("task", "2afc") == "jnd":
         return {"p0": p0, "p1": p1}
     return {"ref": ref_u8, "p0": p0, "p1": p1}

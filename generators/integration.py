@@ -38,7 +38,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import distortions
-from distortions import Family, finish, sample_chain, sample_step, to_uint8
+from bapps_build.recipes import images_by_folder
+from distortions import Family, finish, sample_chain, sample_step
 
 from ._torch import require_torch, resolve_device
 from .bank import Bank, BankError, CheckpointError, bank_digest
@@ -197,13 +198,7 @@ def render_batch(ctx, recipes: Sequence[dict], refs: Sequence[np.ndarray]) -> Li
         items = jobs[name]
         for (i, key, _), out in zip(items, bank.run(name, [x for _, _, x in items])):
             distorted[i][key] = out
-    images = []
-    for i, (recipe, ref_u8) in enumerate(zip(recipes, refs)):
-        p0 = ref_u8 if not recipe["p0"] else to_uint8(distorted[i]["p0"])
-        p1 = to_uint8(distorted[i]["p1"])
-        images.append({"p0": p0, "p1": p1} if recipe.get("task", "2afc") == "jnd"
-                      else {"ref": ref_u8, "p0": p0, "p1": p1})
-    return images
+    return [images_by_folder(recipe, ref_u8, distorted[i]) for i, (recipe, ref_u8) in enumerate(zip(recipes, refs))]
 
 
 def setup_worker(bank_path: str, device: str, digest: str, ctx=None) -> None:

@@ -233,14 +233,19 @@ def choice_from_columns(row: List[str], t: Dict) -> str:
     return chosen[0] if chosen else ""
 
 
-def read_mturk(path: Path, text: str) -> RawJudgments:
-    out = RawJudgments(str(path), "mturk")
-    records = csv_records(text, ",")
+def records_with_header(path: Path, text: str, delimiter: str):
+    """(the remaining records, the stripped header row) of a delimited results file."""
+    records = csv_records(text, delimiter)
     try:
         _, header = next(records)
     except StopIteration:
         raise ResultsError(f"{path}: empty file") from None
-    header = [h.strip() for h in header]
+    return records, [h.strip() for h in header]
+
+
+def read_mturk(path: Path, text: str) -> RawJudgments:
+    out = RawJudgments(str(path), "mturk")
+    records, header = records_with_header(path, text, ",")
     index = require_columns(path, header, ["WorkerId", "AssignmentId"],
                             "an MTurk batch results CSV names the worker and the assignment of every row")
     status_col = index.get("AssignmentStatus")
@@ -343,12 +348,7 @@ TOLOKA_RESPONSE = ("OUTPUT:choice", "OUTPUT:response", "OUTPUT:result")
 
 def read_toloka(path: Path, text: str) -> RawJudgments:
     out = RawJudgments(str(path), "toloka")
-    records = csv_records(text, "\t")
-    try:
-        _, header = next(records)
-    except StopIteration:
-        raise ResultsError(f"{path}: empty file") from None
-    header = [h.strip() for h in header]
+    records, header = records_with_header(path, text, "\t")
     index = require_columns(path, header, ["INPUT:item", "ASSIGNMENT:worker_id", "ASSIGNMENT:assignment_id"],
                             "a Toloka results TSV of a task set made by `bapps-build tasks`")
     response_col = next((index[c] for c in TOLOKA_RESPONSE if c in index), None)
