@@ -17,6 +17,10 @@ from distortions import to_uint8
 
 from .sources import to_float
 
+# Pixels of real context kept around a patch (in patch pixels) so that shifts, warps and
+# filters take what lies beyond the patch's edge from the photo, not from a mirror image.
+CONTEXT_MARGIN = 8
+
 
 def sample_window(rng: np.random.Generator, width: int, height: int, patch_size: int,
                   scale_range: Tuple[float, float]) -> list:

@@ -22,10 +22,16 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 LIST_EXTENSIONS = {".txt", ".lst", ".list"}
 BUILTIN_PREFIX = "skimage:"
-# The color photographs that ship inside scikit-image (no download). motorcycle_right is
-# left out: it is the other half of a stereo pair and would leak across splits.
-BUILTIN_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-                  "hubble_deep_field.jpg", "ihc.png", "retina.jpg")
+# The natural-scene color photographs that ship inside scikit-image (no download): no
+# astronomy, microscopy or fundus images, whose near-black and stained patches are nothing
+# like the photos BAPPS was cut from. motorcycle_right is left out: it is the other half of
+# a stereo pair and would leak across splits.
+BUILTIN_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
+# Five photos cannot be split by hash with two in each split (only motorcycle_left hashes
+# into val at 0.2), so the built-ins have a fixed split: 3 train, 2 val, whenever
+# 0 < --val-fraction < 1 (0 and 1 still put everything in one split).
+BUILTIN_SPLITS = {"astronaut.png": "train", "chelsea.png": "train", "coffee.png": "train",
+                  "rocket.jpg": "val", "motorcycle_left.png": "val"}
 DEFAULT_MAX_PIXELS = 200_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half an image
@@ -258,6 +264,11 @@ def read_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[bytes,
     return data, decode_bytes(data, path, max_pixels)
 
 
+def load_source_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The decoded pixels of one source (uint8 or uint16 RGB)."""
+    return read_source(path, max_pixels)[1]
+
+
 def to_float(image: np.ndarray) -> np.ndarray:
     top = 65535.0 if image.dtype == np.uint16 else 255.0
     return image.astype(np.float32) / np.float32(top)
@@ -266,8 +277,13 @@ def to_float(image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- splits and the scan
 
 
-def split_of(sha256: str, val_fraction: float) -> str:
-    """train or val from the content hash alone: val when u >= 1 - val_fraction."""
+def split_of(sha256: str, val_fraction: float, path: str = "") -> str:
+    """train or val from the content hash alone: val when u >= 1 - val_fraction (the built-in
+    photos: their fixed split, see BUILTIN_SPLITS)."""
+    if path.startswith(BUILTIN_PREFIX) and 0.0 < val_fraction < 1.0:
+        fixed = BUILTIN_SPLITS.get(path[len(BUILTIN_PREFIX):])
+        if fixed:
+            return fixed
     u = int(sha256[:13], 16) / 2.0**52  # exact in a float, so u < 1 and 0 means all train
     return "val" if u >= 1.0 - val_fraction else "train"
 
@@ -293,7 +309,7 @@ def inspect_source(path: str, *, min_size: int, max_pixels: int, flat_threshold:
     if image_flatness(image) < flat_threshold:
         return Skipped(path, "near-flat: the whole image is below the flatness threshold, no patch would pass")
     sha = hashlib.sha256(data).hexdigest()
-    return Source(path, sha, w, h, split_of(sha, val_fraction))
+    return Source(path, sha, w, h, split_of(sha, val_fraction, path))
 
 
 def select_sources(results: Iterable, split: str) -> Tuple[List[Source], List[Skipped], int]:

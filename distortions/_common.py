@@ -110,22 +110,24 @@ def remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation
 
 
 @functools.lru_cache(maxsize=64)
-def _spectral_gain(height: int, width: int, beta: float) -> np.ndarray:
+def _spectral_gain(height: int, width: int, alpha: float) -> np.ndarray:
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.rfftfreq(width)[None, :]
     radius = np.sqrt(fx * fx + fy * fy)
     radius[0, 0] = 1.0
-    gain = radius ** (-beta / 2.0)  # amplitude goes as the square root of power
+    gain = radius ** (-alpha)  # the amplitude spectrum; power goes as its square
     gain[0, 0] = 0.0  # zero mean
     return gain.astype(np.float32)
 
 
-def colored_noise(height: int, width: int, channels: int, beta: float,
+def colored_noise(height: int, width: int, channels: int, alpha: float,
                   rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-std Gaussian noise whose power spectral density falls as |f|^(-beta).
+    """Zero-mean, unit-std Gaussian noise whose amplitude spectrum falls as |f|^(-alpha).
 
-    The convention (distortions.md): isotropic in 2-D (radial frequency), power, not
-    amplitude, goes as |f|^-beta; pink beta = 1, brown 2, white 0, blue -1, violet -2.
+    The convention (distortions.md, "Colored noise"): colors are named by their 1-D meaning
+    and shape the amplitude spectrum, isotropic in 2-D (radial frequency), so the power
+    spectral density falls as |f|^(-2 alpha): pink alpha = 1 (equal power per octave, the
+    spectrum of natural images), brown 2, white 0, blue -1, violet -2.
     Each channel is an independent field. Every frequency bin gets exactly the target
     amplitude and a uniformly random phase (the random-phase method): the field is
     Gaussian by the central limit theorem, and its spectrum has no sampling scatter.
@@ -138,7 +140,7 @@ def colored_noise(height: int, width: int, channels: int, beta: float,
     coeffs = np.fft.rfft2(white)
     magnitude = np.abs(coeffs)
     magnitude[magnitude == 0] = 1.0
-    gain = _spectral_gain(height, width, float(beta))
+    gain = _spectral_gain(height, width, float(alpha))
     spectrum = (coeffs / magnitude * gain).astype(np.complex64)
     field = np.fft.irfft2(spectrum, s=(height, width))
     field -= field.mean(axis=(1, 2), keepdims=True)

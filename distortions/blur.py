@@ -17,7 +17,7 @@ from .registry import Family, register
 
 
 def sample_gaussian_blur(rng, severity):
-    return {"sigma": lerp(0.4, 3.0, severity)}
+    return {"sigma": lerp(0.2, 8.0, severity)}
 
 
 def apply_gaussian_blur(image, params):
@@ -27,7 +27,7 @@ def apply_gaussian_blur(image, params):
 
 
 def sample_bilateral_filter(rng, severity):
-    return {"sigma_space": lerp(1.0, 4.0, severity), "sigma_color": lerp(0.05, 0.4, severity),
+    return {"sigma_space": lerp(0.5, 8.0, severity), "sigma_color": lerp(0.02, 1.0, severity),
             "iterations": 1 if severity < 0.5 else 2}
 
 

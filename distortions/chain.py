@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._common import as_float_rgb, draw_seed, generator
+from .calibration import severity_to_strength
 from .registry import get_family
 
 
@@ -39,13 +40,15 @@ def sample_step(name: str, rng: np.random.Generator, severity: Optional[float] =
     """One step: a severity (drawn in [0, 1] when not given) and the family's params.
 
     The family samples from its own generator, seeded from ``rng``, so a family that draws
-    more or fewer numbers never shifts what the next step draws.
+    more or fewer numbers never shifts what the next step draws. The family is sampled at
+    the raw strength its calibration map gives for the severity (calibration.py), so equal
+    severities are equally visible across families.
     """
     family = get_family(name)
     sev = float(rng.uniform(0.0, 1.0)) if severity is None else float(severity)
     if not 0.0 <= sev <= 1.0:
         raise ValueError(f"severity of {name} must be in [0, 1], got {sev}")
-    params = to_jsonable(family.sample(generator(draw_seed(rng)), sev))
+    params = to_jsonable(family.sample(generator(draw_seed(rng)), severity_to_strength(name, sev)))
     return {"family": name, "severity": sev, "params": params}
 
 

@@ -5,6 +5,8 @@ chroma is subsampled 4:2:0, libjpeg's and PIL's default.
 """
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -13,7 +15,8 @@ from .registry import Family, register
 
 
 def sample_jpeg(rng, severity):
-    return {"quality": int(round(lerp(90.0, 5.0, severity)))}
+    # log-spaced: libjpeg's quality scales its tables as 50/q below 50 and 2 - q/50 above
+    return {"quality": int(round(math.exp(lerp(math.log(98.0), math.log(3.0), severity))))}
 
 
 def jpeg_round_trip(image_u8: np.ndarray, quality: int) -> np.ndarray:

@@ -1,11 +1,12 @@
-"""Noise families: white (uniform, Gaussian), colored (pink, blue, any beta), checkerboard.
+"""Noise families: white (uniform, Gaussian), colored (pink, blue, any exponent), checkerboard.
 
-Severity maps (noise on the [0, 1] pixel scale):
-- uniform_noise: amplitude a = 0.02 .. 0.38 (std a / sqrt(3) = 0.012 .. 0.22).
-- gaussian_noise, pink_noise, blue_noise, colored_noise: sigma = 0.01 .. 0.22
-  (ImageNet-C's 64-px levels reach 0.18).
-- checkerboard: amplitude 0.01 .. 0.12 of a unit-std periodic pattern (a period-2 grid is
-  conspicuous: this is already strong at 1).
+Raw strength maps (noise on the [0, 1] pixel scale; calibration.json maps severity to them):
+- uniform_noise: amplitude a = 0.005 .. 0.38 (std a / sqrt(3)).
+- gaussian_noise, pink_noise, blue_noise, colored_noise: sigma = 0.003 .. 0.22.
+- checkerboard: amplitude 0.003 .. 0.25 of a unit-std periodic pattern.
+Colored noise shapes the amplitude spectrum, ~ |f|^-alpha (pink 1, blue -1, colored drawn
+in [-2, 2]); the record names it "amplitude_exponent" so that it cannot be read as a
+power-spectrum exponent.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .registry import Family, register
 
 
 def sample_uniform_noise(rng, severity):
-    return {"amplitude": lerp(0.02, 0.38, severity), "seed": draw_seed(rng)}
+    return {"amplitude": lerp(0.005, 0.38, severity), "seed": draw_seed(rng)}
 
 
 def apply_uniform_noise(image, params):
@@ -27,7 +28,7 @@ def apply_uniform_noise(image, params):
 
 
 def sample_gaussian_noise(rng, severity):
-    return {"sigma": lerp(0.01, 0.22, severity), "seed": draw_seed(rng)}
+    return {"sigma": lerp(0.003, 0.22, severity), "seed": draw_seed(rng)}
 
 
 def apply_gaussian_noise(image, params):
@@ -37,16 +38,25 @@ def apply_gaussian_noise(image, params):
     return finish(noise)
 
 
-def _spectral_sampler(beta):
+def _spectral_sampler(alpha):
     def sample(rng, severity):
-        b = float(rng.uniform(-2.0, 2.0)) if beta is None else float(beta)
-        return {"sigma": lerp(0.01, 0.22, severity), "beta": b, "seed": draw_seed(rng)}
+        a = float(rng.uniform(-2.0, 2.0)) if alpha is None else float(alpha)
+        return {"sigma": lerp(0.003, 0.22, severity), "amplitude_exponent": a, "seed": draw_seed(rng)}
     return sample
+
+
+def spectral_alpha(params) -> float:
+    """The amplitude-spectrum exponent of a colored-noise step. Records made before the
+    convention was fixed carry "beta", a power-spectrum exponent (PSD ~ |f|^-beta, so
+    alpha = beta / 2): they replay exactly as they were made."""
+    if "amplitude_exponent" in params:
+        return float(params["amplitude_exponent"])
+    return float(params["beta"]) / 2.0
 
 
 def apply_spectral_noise(image, params):
     h, w, c = image.shape
-    field = colored_noise(h, w, c, float(params["beta"]), seeded(params))
+    field = colored_noise(h, w, c, spectral_alpha(params), seeded(params))
     return finish(image + float(params["sigma"]) * field)
 
 
@@ -80,7 +90,7 @@ def sample_checkerboard(rng, severity):
     kernel = int(rng.choice(KERNELS_FOR_STRIDE[stride]))
     phase = [int(rng.integers(0, stride)), int(rng.integers(0, stride))]
     return {"stride": stride, "kernel_size": kernel, "phase": phase,
-            "amplitude": lerp(0.01, 0.12, severity), "seed": draw_seed(rng)}
+            "amplitude": lerp(0.003, 0.25, severity), "seed": draw_seed(rng)}
 
 
 def apply_checkerboard(image, params):
@@ -95,27 +105,27 @@ def apply_checkerboard(image, params):
 
 
 register(Family("uniform_noise", "noise", sample_uniform_noise, apply_uniform_noise,
-                {"amplitude": "half-width a of U[-a, a] per pixel and channel, 0.02..0.38",
+                {"amplitude": "half-width a of U[-a, a] per pixel and channel, 0.005..0.38",
                  "seed": "integer seed of the noise field"},
-                "amplitude from 0.02 to 0.38"))
+                "amplitude from 0.005 to 0.38"))
 register(Family("gaussian_noise", "noise", sample_gaussian_noise, apply_gaussian_noise,
-                {"sigma": "standard deviation per pixel and channel, 0.01..0.22",
+                {"sigma": "standard deviation per pixel and channel, 0.003..0.22",
                  "seed": "integer seed of the noise field"},
-                "sigma from 0.01 to 0.22"))
-_SPECTRAL_PARAMS = {"sigma": "standard deviation of the field, 0.01..0.22",
-                    "beta": "spectral exponent: power density ~ |f|^-beta",
+                "sigma from 0.003 to 0.22"))
+_SPECTRAL_PARAMS = {"sigma": "standard deviation of the field, 0.003..0.22",
+                    "amplitude_exponent": "alpha: amplitude spectrum ~ |f|^-alpha (power ~ |f|^-2 alpha)",
                     "seed": "integer seed of the noise field"}
 register(Family("pink_noise", "noise", _spectral_sampler(1.0), apply_spectral_noise,
-                {**_SPECTRAL_PARAMS, "beta": "1 (pink)"}, "sigma from 0.01 to 0.22"))
+                {**_SPECTRAL_PARAMS, "amplitude_exponent": "1 (pink: amplitude ~ 1/|f|)"}, "sigma from 0.003 to 0.22"))
 register(Family("blue_noise", "noise", _spectral_sampler(-1.0), apply_spectral_noise,
-                {**_SPECTRAL_PARAMS, "beta": "-1 (blue)"}, "sigma from 0.01 to 0.22"))
+                {**_SPECTRAL_PARAMS, "amplitude_exponent": "-1 (blue: amplitude ~ |f|)"}, "sigma from 0.003 to 0.22"))
 register(Family("colored_noise", "noise", _spectral_sampler(None), apply_spectral_noise,
-                {**_SPECTRAL_PARAMS, "beta": "drawn in [-2, 2]: violet -2, white 0, brown 2"},
-                "sigma from 0.01 to 0.22; beta is drawn independently of severity"))
+                {**_SPECTRAL_PARAMS, "amplitude_exponent": "drawn in [-2, 2]: violet -2, white 0, brown 2"},
+                "sigma from 0.003 to 0.22; the exponent is drawn independently of severity"))
 register(Family("checkerboard", "noise", sample_checkerboard, apply_checkerboard,
                 {"stride": "2 or 4 (the period in pixels)",
                  "kernel_size": "transposed-conv kernel size, not a multiple of stride",
                  "phase": "[dy, dx] offset of the pattern, 0..stride-1",
-                 "amplitude": "pattern strength, 0.01..0.12, scaled by 0.25 + 0.75 x",
+                 "amplitude": "pattern strength, 0.003..0.25, scaled by 0.25 + 0.75 x",
                  "seed": "integer seed of the kernel weights"},
-                "amplitude from 0.01 to 0.12"))
+                "amplitude from 0.003 to 0.25"))

@@ -19,7 +19,7 @@ from .registry import Family, register
 
 def sample_lightness_shift(rng, severity):
     sign = random_sign(rng)
-    return {"delta_l": sign * lerp(2.0, 40.0, severity)}
+    return {"delta_l": sign * lerp(0.5, 40.0, severity)}
 
 
 # Per-channel arithmetic goes through cv2 with a scalar per channel: one SIMD pass over the
@@ -35,7 +35,7 @@ def apply_lightness_shift(image, params):
 
 def sample_color_shift(rng, severity):
     angle = rng.uniform(0.0, 2.0 * math.pi)
-    magnitude = lerp(3.0, 40.0, severity)
+    magnitude = lerp(0.5, 40.0, severity)
     return {"delta_a": magnitude * math.cos(angle), "delta_b": magnitude * math.sin(angle)}
 
 
@@ -46,8 +46,8 @@ def apply_color_shift(image, params):
 
 def sample_contrast(rng, severity):
     if rng.random() < 0.5:
-        return {"factor": math.exp(-lerp(0.1, 3.0, severity))}
-    return {"factor": math.exp(lerp(0.1, 1.1, severity))}
+        return {"factor": math.exp(-lerp(0.02, 2.0, severity))}
+    return {"factor": math.exp(lerp(0.02, 1.2, severity))}
 
 
 def apply_contrast(image, params):
@@ -63,8 +63,8 @@ def apply_contrast(image, params):
 
 def sample_saturation(rng, severity):
     if rng.random() < 0.5:
-        return {"factor": lerp(0.85, 0.0, severity)}
-    return {"factor": lerp(1.2, 5.0, severity)}
+        return {"factor": lerp(0.97, 0.0, severity)}
+    return {"factor": lerp(1.03, 4.0, severity)}
 
 
 def apply_saturation(image, params):

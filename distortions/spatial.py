@@ -30,7 +30,7 @@ def _direction(rng):
 
 def sample_shift(rng, severity):
     cx, cy = _direction(rng)
-    r = lerp(0.25, 6.0, severity)
+    r = lerp(0.05, 6.0, severity)
     return {"dx": r * cx, "dy": r * cy}
 
 
@@ -42,10 +42,10 @@ def sample_affine_warp(rng, severity):
     shares = rng.uniform(0.5, 1.0, size=4)
     signs = [random_sign(rng) for _ in range(4)]
     return {
-        "angle_deg": signs[0] * shares[0] * lerp(0.5, 10.0, severity),
-        "shear": signs[1] * shares[1] * lerp(0.01, 0.2, severity),
-        "scale_x": math.exp(signs[2] * shares[2] * lerp(0.01, 0.15, severity)),
-        "scale_y": math.exp(signs[3] * shares[3] * lerp(0.01, 0.15, severity)),
+        "angle_deg": signs[0] * shares[0] * lerp(0.1, 15.0, severity),
+        "shear": signs[1] * shares[1] * lerp(0.002, 0.3, severity),
+        "scale_x": math.exp(signs[2] * shares[2] * lerp(0.002, 0.22, severity)),
+        "scale_y": math.exp(signs[3] * shares[3] * lerp(0.002, 0.22, severity)),
     }
 
 
@@ -66,7 +66,7 @@ def apply_affine_warp(image, params):
 
 
 def sample_homography(rng, severity):
-    d = lerp(0.5, 8.0, severity)
+    d = lerp(0.1, 12.0, severity)
     corners = []
     for _ in range(4):
         cx, cy = _direction(rng)
@@ -86,7 +86,7 @@ def apply_homography(image, params):
 
 def _sample_grid_warp(grid_sizes):
     def sample(rng, severity):
-        return {"grid": int(rng.choice(grid_sizes)), "amplitude": lerp(0.3, 4.0, severity),
+        return {"grid": int(rng.choice(grid_sizes)), "amplitude": lerp(0.05, 7.0, severity),
                 "seed": draw_seed(rng)}
     return sample
 
@@ -126,11 +126,11 @@ def _apply_grid_warp(order):
 
 def sample_ghosting(rng, severity):
     cx, cy = _direction(rng)
-    length = lerp(2.0, 8.0, severity)
+    length = lerp(2.0, 12.0, severity)
     dx, dy = int(round(length * cx)), int(round(length * cy))
     if dx == 0 and dy == 0:  # cannot happen for length >= 2; keep an echo regardless
         dx = 2
-    return {"alpha": lerp(0.08, 0.5, severity), "dx": dx, "dy": dy}
+    return {"alpha": lerp(0.01, 0.7, severity), "dx": dx, "dy": dy}
 
 
 def apply_ghosting(image, params):
@@ -142,7 +142,7 @@ def apply_ghosting(image, params):
 
 def sample_chromatic_aberration(rng, severity):
     center = [float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1))]
-    return {"shift_px": random_sign(rng) * lerp(0.3, 3.0, severity), "center": center}
+    return {"shift_px": random_sign(rng) * lerp(0.05, 18.0, severity), "center": center}
 
 
 def apply_chromatic_aberration(image, params):

@@ -256,31 +256,32 @@ def test_severity_is_monotone_on_photo_patches(name):
 # ------------------------------------------------------------- 3. colored noise spectrum
 
 
-@pytest.mark.parametrize("beta", [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0])
+@pytest.mark.parametrize("alpha", [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0])
 @pytest.mark.parametrize("shape", [(64, 64), (96, 128), (57, 80)])
-def test_colored_noise_field(beta, shape):
+def test_colored_noise_field(alpha, shape):
     h, w = shape
-    field = distortions.colored_noise(h, w, 3, beta, np.random.default_rng(3))
+    field = distortions.colored_noise(h, w, 3, alpha, np.random.default_rng(3))
     assert field.shape == (h, w, 3) and field.dtype == np.float32
     assert np.all(np.isfinite(field))
     assert np.abs(field.mean(axis=(0, 1))).max() < 1e-5  # zero mean, every channel
     assert abs(float(field.std()) - 1.0) < 1e-4  # unit std
     assert np.all(np.abs(field.std(axis=(0, 1)) - 1.0) < 0.15)
-    again = distortions.colored_noise(h, w, 3, beta, np.random.default_rng(3))
+    again = distortions.colored_noise(h, w, 3, alpha, np.random.default_rng(3))
     assert np.array_equal(field, again)
-    assert not np.array_equal(field, distortions.colored_noise(h, w, 3, beta, np.random.default_rng(4)))
+    assert not np.array_equal(field, distortions.colored_noise(h, w, 3, alpha, np.random.default_rng(4)))
     # channels are independent fields (brown noise has few degrees of freedom: pool seeds)
-    corrs = [np.corrcoef(distortions.colored_noise(h, w, 3, beta, np.random.default_rng(s))
+    corrs = [np.corrcoef(distortions.colored_noise(h, w, 3, alpha, np.random.default_rng(s))
                          .reshape(-1, 3).T)[np.triu_indices(3, 1)] for s in range(5)]
     assert np.abs(corrs).mean() < 0.2
     for c in range(3):
         slope = radial_psd_slope(field[..., c].astype(np.float64))
-        assert slope == pytest.approx(-beta, abs=0.15), f"channel {c}: slope {slope}, beta {beta}"
+        # amplitude ~ |f|^-alpha, so power ~ |f|^-2 alpha
+        assert slope == pytest.approx(-2 * alpha, abs=0.2), f"channel {c}: slope {slope}, alpha {alpha}"
 
 
-@pytest.mark.parametrize("beta", [-2.0, 1.0, 2.0])
+@pytest.mark.parametrize("alpha", [-1.0, 0.5, 1.0])
 @pytest.mark.parametrize("shape", [(64, 64), (80, 57)])
-def test_colored_noise_is_isotropic(beta, shape):
+def test_colored_noise_is_isotropic(alpha, shape):
     # power on the vertical-frequency axis (fx = 0) equals that on the horizontal one
     # (fy = 0) at the same radius; a generator that ignores the Hermitian pairing of the
     # fx = 0 column in irfft2 loses half the power there on average
@@ -288,7 +289,7 @@ def test_colored_noise_is_isotropic(beta, shape):
     n = min(h, w) // 4
     ratios = []
     for seed in range(20):
-        field = distortions.colored_noise(h, w, 3, beta, np.random.default_rng(seed))
+        field = distortions.colored_noise(h, w, 3, alpha, np.random.default_rng(seed))
         power = np.abs(np.fft.fft2(field.astype(np.float64), axes=(0, 1))) ** 2
         for c in range(3):
             ky = np.arange(1, n + 1)
@@ -296,7 +297,7 @@ def test_colored_noise_is_isotropic(beta, shape):
             on_fx_axis = power[0, (ky * w) // min(h, w), c]
             fy = ((ky * h) // min(h, w)) / h
             fx = ((ky * w) // min(h, w)) / w
-            ratios.append((on_fy_axis * fy ** beta).sum() / (on_fx_axis * fx ** beta).sum())
+            ratios.append((on_fy_axis * fy ** (2 * alpha)).sum() / (on_fx_axis * fx ** (2 * alpha)).sum())
     assert np.mean(ratios) == pytest.approx(1.0, abs=0.2)
 
 
@@ -308,38 +309,50 @@ def _added_noise(name, params, shape=(128, 128)):
     return out.astype(np.float64) - 0.5
 
 
-@pytest.mark.parametrize("name,beta", [("pink_noise", 1.0), ("blue_noise", -1.0)])
+@pytest.mark.parametrize("name,alpha", [("pink_noise", 1.0), ("blue_noise", -1.0)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_pink_and_blue_noise_spectral_slope(name, beta, seed):
+def test_pink_and_blue_noise_spectral_slope(name, alpha, seed):
     params = params_of(name, 0.3, seed)
-    assert params["beta"] == beta
+    assert params["amplitude_exponent"] == alpha and "beta" not in params
     noise = _added_noise(name, params)
     for c in range(3):
         slope = radial_psd_slope(noise[..., c])
-        assert slope == pytest.approx(-beta, abs=0.15), f"{name} channel {c}: slope {slope}"
+        assert slope == pytest.approx(-2 * alpha, abs=0.2), f"{name} channel {c}: slope {slope}"
     # scaled to the recorded sigma
     assert float(noise.std()) == pytest.approx(params["sigma"], rel=0.02)
 
 
-def test_colored_noise_family_slope_matches_recorded_beta():
-    betas = []
+def test_colored_noise_family_slope_matches_recorded_exponent():
+    alphas = []
     for seed in range(10):
         params = params_of("colored_noise", 0.3, seed)
-        beta = params["beta"]
-        assert -2.0 <= beta <= 2.0
-        betas.append(beta)
+        alpha = params["amplitude_exponent"]
+        assert -2.0 <= alpha <= 2.0
+        alphas.append(alpha)
         noise = _added_noise("colored_noise", params, (128, 96))
         for c in range(3):
             slope = radial_psd_slope(noise[..., c])
-            assert slope == pytest.approx(-beta, abs=0.15), f"seed {seed} beta {beta}: slope {slope}"
+            assert slope == pytest.approx(-2 * alpha, abs=0.2), f"seed {seed} alpha {alpha}: slope {slope}"
         assert float(noise.std()) == pytest.approx(params["sigma"], rel=0.02)
-    # the sampled betas span the range rather than sitting at one value
-    assert max(betas) - min(betas) > 1.5
-    # and the recorded beta is what apply uses: extremes, set in the params
-    for beta in (-2.0, 0.0, 2.0):
-        params = {**params_of("colored_noise", 0.3, 0), "beta": beta}
+    # the sampled exponents span the range rather than sitting at one value
+    assert max(alphas) - min(alphas) > 1.5
+    # and the recorded exponent is what apply uses: extremes, set in the params
+    for alpha in (-2.0, 0.0, 2.0):
+        params = {**params_of("colored_noise", 0.3, 0), "amplitude_exponent": alpha}
         noise = _added_noise("colored_noise", params)
-        assert radial_psd_slope(noise[..., 1]) == pytest.approx(-beta, abs=0.15)
+        assert radial_psd_slope(noise[..., 1]) == pytest.approx(-2 * alpha, abs=0.2)
+
+
+def test_legacy_beta_records_replay_as_power_exponents():
+    # manifests written before the convention was fixed carry "beta", a PSD exponent: they
+    # must replay exactly as made (PSD ~ |f|^-beta), never be reread as an amplitude exponent
+    for beta in (-2.0, 1.0, 2.0):
+        params = {"sigma": 0.05, "beta": beta, "seed": 7}
+        noise = _added_noise("colored_noise", params)
+        assert radial_psd_slope(noise[..., 0]) == pytest.approx(-beta, abs=0.2)
+        same = {"sigma": 0.05, "amplitude_exponent": beta / 2, "seed": 7}
+        assert np.array_equal(get_family("colored_noise").apply(np.full((64, 64, 3), .5, np.float32), params),
+                              get_family("colored_noise").apply(np.full((64, 64, 3), .5, np.float32), same))
 
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "uniform_noise"])
@@ -677,9 +690,9 @@ NEUTRAL = {
     "saturation": ({"factor": 1.0}, 2e-3),
     "uniform_noise": ({"amplitude": 0.0, "seed": 1}, 0.0),
     "gaussian_noise": ({"sigma": 0.0, "seed": 1}, 0.0),
-    "pink_noise": ({"sigma": 0.0, "beta": 1.0, "seed": 1}, 0.0),
-    "blue_noise": ({"sigma": 0.0, "beta": -1.0, "seed": 1}, 0.0),
-    "colored_noise": ({"sigma": 0.0, "beta": 0.3, "seed": 1}, 0.0),
+    "pink_noise": ({"sigma": 0.0, "amplitude_exponent": 1.0, "seed": 1}, 0.0),
+    "blue_noise": ({"sigma": 0.0, "amplitude_exponent": -1.0, "seed": 1}, 0.0),
+    "colored_noise": ({"sigma": 0.0, "amplitude_exponent": 0.3, "seed": 1}, 0.0),
     "checkerboard": ({"stride": 2, "kernel_size": 3, "phase": [0, 0], "amplitude": 0.0, "seed": 1}, 0.0),
     "shift": ({"dx": 0.0, "dy": 0.0}, 1e-6),
     "affine_warp": ({"angle_deg": 0.0, "shear": 0.0, "scale_x": 1.0, "scale_y": 1.0}, 1e-6),
