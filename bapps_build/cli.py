@@ -93,8 +93,9 @@ def distort_options(fn):
                      help="Each distorted patch gets a chain of 1..MAX families."),
         click.option("--families", "families", multiple=True,
                      help="Restrict to these families, comma-separated (see `bapps-build families`)."),
-        click.option("--severity-range", type=(float, float), default=(0.0, 1.0), show_default=True,
-                     help="Severities are drawn uniformly in MIN MAX (within [0, 1])."),
+        click.option("--severity-range", type=(float, float), default=None,
+                     help="Draw severities uniformly in MIN MAX (within [0, 1]). Default: 0 1 for "
+                          "2afc; for jnd, 0.5 u^2 (concentrated at the visibility threshold)."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=200_000_000, show_default=True,
                      help="Refuse source images with more pixels (decompression-bomb guard)."),
         click.option("--format", "fmt", type=click.Choice(["bapps", "webdataset"]), default="bapps",
@@ -165,7 +166,8 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
     cfg = BuildConfig(n=n, task=task, split=split, subset=subset, seed=seed, patch_size=patch_size,
                       scale_range=tuple(scale_range), flat_threshold=flat_threshold, max_chain=max_chain,
                       families=tuple(family_list) if family_list else None,
-                      severity_range=tuple(severity_range), val_fraction=val_fraction,
+                      severity_range=tuple(severity_range) if severity_range else None,
+                      val_fraction=val_fraction,
                       sources=tuple(sources), max_pixels=max_pixels, plugins=tuple(plugins),
                       format=fmt, maxcount=maxcount)
     report = run_build(cfg, out, workers=workers, resume=resume, progress=not quiet,
@@ -447,7 +449,9 @@ def _add_package_commands():
     from generators.cli import COMMANDS as generator_commands
     from judgments.cli import COMMANDS as judgment_commands
 
-    for command in judgment_commands + generator_commands:
+    from .calibration_cli import calibrate
+
+    for command in judgment_commands + generator_commands + [calibrate]:
         main.add_command(command)
 
 

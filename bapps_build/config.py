@@ -29,7 +29,7 @@ class BuildConfig:
     min_chain: int = 1
     max_chain: int = 2
     families: Optional[Tuple[str, ...]] = None  # None: every registered traditional family
-    severity_range: Tuple[float, float] = (0.0, 1.0)
+    severity_range: Optional[Tuple[float, float]] = None  # None: the task's default (see recipes)
     val_fraction: float = 0.2
     sources: Tuple[str, ...] = ()  # --sources specs; empty: the built-in photos
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -37,6 +37,7 @@ class BuildConfig:
     format: str = "bapps"  # bapps: a tree of PNG files; webdataset: tar shards
     maxcount: int = 2000  # examples per shard (webdataset)
     extra: dict = field(default_factory=dict)  # settings of subsystems (a generator bank, ...)
+    context_margin: int = 8  # pixels of real context around each patch (patches.CONTEXT_MARGIN)
 
     def __post_init__(self):
         def need(cond, msg):
@@ -55,8 +56,10 @@ class BuildConfig:
         need(0 <= self.flat_threshold < 0.5, f"--flat-threshold must be in [0, 0.5), got {self.flat_threshold}")
         need(1 <= self.min_chain <= self.max_chain <= 20,
              f"--max-chain must be in 1..20 and at least --min-chain, got {self.min_chain}..{self.max_chain}")
-        s_lo, s_hi = self.severity_range
-        need(0 <= s_lo <= s_hi <= 1, f"--severity-range needs 0 <= MIN <= MAX <= 1, got {s_lo} {s_hi}")
+        if self.severity_range is not None:
+            s_lo, s_hi = self.severity_range
+            need(0 <= s_lo <= s_hi <= 1, f"--severity-range needs 0 <= MIN <= MAX <= 1, got {s_lo} {s_hi}")
+        need(0 <= self.context_margin <= 64, f"context margin must be in 0..64, got {self.context_margin}")
         need(0 <= self.val_fraction <= 1, f"--val-fraction must be in [0, 1], got {self.val_fraction}")
         need(self.max_pixels >= self.patch_size**2, f"--max-pixels is below one patch: {self.max_pixels}")
         need(self.format in ("bapps", "webdataset"), f"--format must be bapps or webdataset, got {self.format!r}")
@@ -75,6 +78,7 @@ class BuildConfig:
         d.pop("sources")  # the specs do not matter; the sources they resolved to do
         d["families"] = list(families)
         d["scale_range"] = list(self.scale_range)
-        d["severity_range"] = list(self.severity_range)
+        d["severity_range"] = list(self.severity_range) if self.severity_range is not None else None
+        d["seed_scheme"] = 2  # streams carry task/split/subset; calibrated severities
         d["sources_digest"] = sources_digest
         return d

@@ -1,12 +1,20 @@
 """Recipes: what example i is made of, drawn from (root seed, i) alone, and how to render it.
 
-Each example has independent random streams (numpy SeedSequence([seed, i, stream])): one
-for the patch (source, scale, crop) and one per distorted patch. The same seed therefore
-gives the same crop whatever the distortion settings, and example i never depends on any
-other example, on the worker that made it or on the order of work.
+Each example has independent random streams, numpy
+SeedSequence([seed, i, stream, *domain]): one for the patch (source, scale, crop) and one
+per distorted patch. The domain words come from the build's task, split and subset, so
+train, val and JND builds made with the same --seed share no recipe and no noise field.
+The same seed gives the same crop whatever the distortion settings, and example i never
+depends on any other example, on the worker that made it or on the order of work.
+
+The patch is cut with a margin of real context around it (crop["margin"] pixels, see
+patches.CONTEXT_MARGIN): the chains are applied to the context and the center is kept,
+so a shift or a warp brings in the photo's own pixels rather than a mirror image.
+Records without a margin (older builds) are the patch itself and replay as before.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
@@ -21,66 +29,112 @@ from .sources import Source
 STREAMS = {"patch": 0, "p0": 1, "p1": 2}
 
 
-def stream_rng(root_seed: int, index: int, stream: str) -> np.random.Generator:
-    return generator(np.random.SeedSequence([int(root_seed), int(index), STREAMS[stream]]))
+def stream_domain(task: str, split: str, subset: str) -> Tuple[int, int]:
+    """Two 32-bit words naming the build's task, split and subset in the seed streams."""
+    digest = hashlib.sha256(f"{task}/{split}/{subset}".encode()).digest()
+    return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:8], "little")
+
+
+def stream_rng(root_seed: int, index: int, stream: str, domain: Sequence[int] = ()) -> np.random.Generator:
+    """The generator of one stream of one example. An empty domain is the scheme of the
+    first builds (and of `real` subsets), kept so that their seeds mean what they meant."""
+    return generator(np.random.SeedSequence([int(root_seed), int(index), STREAMS[stream], *domain]))
+
+
+def config_rng(cfg: BuildConfig, index: int, stream: str) -> np.random.Generator:
+    return stream_rng(cfg.seed, index, stream, stream_domain(cfg.task, cfg.split, cfg.subset))
+
+
+def center(image: np.ndarray, margin: int) -> np.ndarray:
+    """The patch inside a context image (the image itself when margin is 0)."""
+    if not margin:
+        return image
+    return image[margin:image.shape[0] - margin, margin:image.shape[1] - margin]
 
 
 def sample_patch(rng: np.random.Generator, cfg: BuildConfig, sources: Sequence[Source],
-                 load: Callable[[Source], np.ndarray]) -> Tuple[Source, dict, np.ndarray]:
+                 load: Callable[[Source], np.ndarray], margin: int = 0) -> Tuple[Source, dict, np.ndarray]:
     """Draw (source, crop) until the patch is not near-flat; after max_flat_attempts keep
-    the least flat one seen (and the record says how many attempts it took)."""
+    the least flat one seen (and the record says how many attempts it took).
+
+    With a margin, the window cut is the patch plus `margin` pixels of context on every
+    side (crop["size"] = patch_size + 2 margin) and what is returned is that context; the
+    flatness test looks at the patch alone."""
+    side = cfg.patch_size + 2 * margin
     best = None
     for attempt in range(1, cfg.max_flat_attempts + 1):
         source = sources[int(rng.integers(len(sources)))]
-        box = sample_window(rng, source.width, source.height, cfg.patch_size, cfg.scale_range)
-        patch = extract_patch(load(source), box, cfg.patch_size)
-        score = flatness(patch)
+        box = sample_window(rng, source.width, source.height, side, cfg.scale_range)
+        context = extract_patch(load(source), box, side)
+        score = flatness(center(context, margin))
         if best is None or score > best[0]:
-            best = (score, source, box, patch, attempt)
+            best = (score, source, box, context, attempt)
         if score >= cfg.flat_threshold:
             break
-    score, source, box, patch, attempt = best
-    crop = crop_record(box, cfg.patch_size, attempt)
+    score, source, box, context, attempt = best
+    crop = crop_record(box, side, attempt)
+    if margin:
+        crop["margin"] = int(margin)
     if score < cfg.flat_threshold:
         crop["flat_fallback"] = True
-    return source, crop, patch
+    return source, crop, context
 
 
 def sample_recipe(index: int, cfg: BuildConfig, families: Sequence[str], sources: Sequence[Source],
                   load: Callable[[Source], np.ndarray], stem: str,
                   chain_sampler=None) -> Tuple[dict, np.ndarray]:
-    """The recipe of example `index` and its reference patch (uint8).
+    """The recipe of example `index` and its reference context (uint8; the patch itself
+    when the build has no context margin).
 
-    chain_sampler(rng, families, cfg) -> chain defaults to the traditional sampler; the CNN
-    subsets pass their own.
+    chain_sampler(rng, families, cfg) -> chain defaults to the traditional sampler (the JND
+    one for --task jnd); the CNN subsets pass their own.
     """
-    source, crop, ref = sample_patch(stream_rng(cfg.seed, index, "patch"), cfg, sources, load)
+    source, crop, context = sample_patch(config_rng(cfg, index, "patch"), cfg, sources, load,
+                                         cfg.context_margin)
     recipe = {"id": index, "stem": stem, "seed": cfg.seed, "task": cfg.task,
+              "seed_domain": [cfg.task, cfg.split, cfg.subset],
               "source": {"path": source.path, "sha256": source.sha256}, "crop": crop}
     sampler = chain_sampler or default_chain_sampler
     if cfg.task == "jnd":
         recipe["p0"] = []  # the reference itself, shown first
-        recipe["p1"] = sampler(stream_rng(cfg.seed, index, "p1"), families, cfg)
+        recipe["p1"] = sampler(config_rng(cfg, index, "p1"), families, cfg)
     else:
-        recipe["p0"] = sampler(stream_rng(cfg.seed, index, "p0"), families, cfg)
-        recipe["p1"] = sampler(stream_rng(cfg.seed, index, "p1"), families, cfg)
-    return recipe, ref
+        recipe["p0"] = sampler(config_rng(cfg, index, "p0"), families, cfg)
+        recipe["p1"] = sampler(config_rng(cfg, index, "p1"), families, cfg)
+    return recipe, context
+
+
+# JND pairs ask whether a difference is visible at all, so their severities sit around the
+# threshold (s = 0 is the median threshold of every family): s = JND_SEVERITY_SCALE * u ** 2,
+# u uniform, puts 25-35% of the pairs below the measure's threshold (BAPPS: people called
+# 27.9% of its JND test pairs "same"). docs/calibration.md shows the measured share.
+JND_SEVERITY_SCALE = 0.5
+
+
+def jnd_severity(rng: np.random.Generator) -> float:
+    return float(JND_SEVERITY_SCALE * rng.random() ** 2)
 
 
 def default_chain_sampler(rng, families, cfg: BuildConfig):
+    if cfg.severity_range is None and cfg.task == "jnd":
+        return sample_chain(rng, families, max_chain=cfg.max_chain, min_chain=cfg.min_chain,
+                            severity_sampler=jnd_severity)
     return sample_chain(rng, families, max_chain=cfg.max_chain, min_chain=cfg.min_chain,
-                        severity_range=cfg.severity_range)
+                        severity_range=cfg.severity_range or (0.0, 1.0))
 
 
-def render(recipe: dict, ref_u8: np.ndarray) -> Dict[str, np.ndarray]:
-    """The example's images (uint8) by folder name.
+def render(recipe: dict, context_u8: np.ndarray) -> Dict[str, np.ndarray]:
+    """The example's images (uint8) by folder name, from its reference context.
 
-    Distortions act on the quantised reference, so that applying a recorded chain to the
-    written ref.png reproduces p0.png and p1.png exactly.
+    Distortions act on the quantised context, and the patch is its center, so applying a
+    recorded chain to the recorded context (reference_patch) reproduces p0.png and p1.png
+    exactly; without a margin the context is the written ref.png itself.
     """
-    ref = ref_u8.astype(np.float32) / np.float32(255.0)
-    distorted = {key: apply_chain(ref, recipe[key]) for key in ("p0", "p1") if recipe[key]}
-    return images_by_folder(recipe, ref_u8, distorted)
+    margin = int(recipe["crop"].get("margin", 0))
+    context = context_u8.astype(np.float32) / np.float32(255.0)
+    distorted = {key: center(apply_chain(context, recipe[key]), margin)
+                 for key in ("p0", "p1") if recipe[key]}
+    return images_by_folder(recipe, np.ascontiguousarray(center(context_u8, margin)), distorted)
 
 
 def images_by_folder(recipe: dict, ref_u8: np.ndarray, distorted: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -94,5 +148,6 @@ def images_by_folder(recipe: dict, ref_u8: np.ndarray, distorted: Dict[str, np.n
 
 
 def reference_patch(recipe: dict, image: np.ndarray) -> np.ndarray:
-    """Re-cut the reference from its source, from the record alone."""
+    """Re-cut the reference context (the patch when there is no margin) from its source,
+    from the record alone."""
     return extract_patch(image, recipe["crop"]["box"], recipe["crop"]["size"])

@@ -53,10 +53,12 @@ def sample_step(name: str, rng: np.random.Generator, severity: Optional[float] =
 
 
 def sample_chain(rng: np.random.Generator, families: Sequence[str], max_chain: int = 2,
-                 min_chain: int = 1, severity_range: Tuple[float, float] = (0.0, 1.0)) -> List[dict]:
+                 min_chain: int = 1, severity_range: Tuple[float, float] = (0.0, 1.0),
+                 severity_sampler=None) -> List[dict]:
     """A chain of min_chain..max_chain distinct families, in a random order.
 
-    The default (1 or 2) gives the paper's single distortions and composed pairs.
+    The default (1 or 2) gives the paper's single distortions and composed pairs. Each
+    step's severity is uniform in severity_range, or severity_sampler(rng) when given.
     """
     if not families:
         raise ValueError("no distortion families to sample from")
@@ -65,7 +67,8 @@ def sample_chain(rng: np.random.Generator, families: Sequence[str], max_chain: i
     length = int(rng.integers(lo, hi + 1))
     picks = rng.choice(len(families), size=length, replace=False)
     s_lo, s_hi = severity_range
-    return [sample_step(families[int(k)], rng, float(rng.uniform(s_lo, s_hi))) for k in picks]
+    draw = severity_sampler or (lambda r: float(r.uniform(s_lo, s_hi)))
+    return [sample_step(families[int(k)], rng, float(draw(rng))) for k in picks]
 
 
 def apply_chain(image: np.ndarray, chain: Sequence[dict]) -> np.ndarray:

@@ -124,6 +124,11 @@ def load_plugin_file(path) -> List[str]:
             register(Family(**{**fam.__dict__, "source": f"file {resolved}"}))
     _loaded_plugin_files[resolved] = digest
     added = sorted(set(_FAMILIES) - before)
+    maps = p.with_suffix(".calibration.json")
+    if maps.exists():  # written by `bapps-build calibrate --plugin`: the family's fitted scale
+        from .calibration import load_calibration_file
+
+        load_calibration_file(maps)
     if not added:
         raise RuntimeError(
             f"plugin file {path} defined no distortion family: call distortions.register(Family(...)) "

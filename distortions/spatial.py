@@ -1,14 +1,21 @@
 """Spatial families: shifts, warps, ghosting and lateral chromatic aberration.
 
-All offsets are in pixels of the image the family is applied to; borders are reflected.
-Severity maps:
-- shift: offset length 0.25 .. 6 px, direction drawn.
-- affine_warp: rotation up to 0.5 .. 10 degrees, shear up to 0.01 .. 0.2, log-scale per
-  axis up to 0.01 .. 0.15; each component's share and sign are drawn.
-- homography: each corner moves 0.5 .. 8 px (times a drawn share in [0.5, 1]).
-- linear_warp, cubic_warp: displacement std at the control points 0.3 .. 4 px.
-- ghosting: echo weight alpha 0.08 .. 0.5, offset length 2 .. 8 px (whole pixels).
-- chromatic_aberration: radial displacement at the farthest corner 0.3 .. 3 px.
+All offsets are in pixels of the image the family is applied to. In a build that image is
+the patch with CONTEXT pixels of real context on every side (bapps_build.patches), and no
+pixel of the patch is ever moved by more than MAX_DISPLACEMENT = CONTEXT: what a shift or a
+warp brings into the patch is the photo's own content, never the reflected border (which
+is still there, for images given without context). Raw strength maps (calibration.json
+maps severity to them):
+- shift: offset length 0.05 .. 6 px, direction drawn.
+- affine_warp: rotation up to 0.1 .. 15 degrees, shear up to 0.002 .. 0.3, log-scale per
+  axis up to 0.002 .. 0.22; each component's share and sign are drawn; the whole transform
+  is scaled down when a corner of a 64-px patch would move more than MAX_DISPLACEMENT.
+- homography: each corner moves 0.1 .. 8 px (times a drawn share in [0.5, 1]).
+- linear_warp, cubic_warp: displacement std at the control points 0.05 .. 7 px, the flow
+  scaled down so that no pixel moves more than MAX_DISPLACEMENT, and further until its
+  Jacobian determinant is at least MIN_JACOBIAN everywhere (no fold-over).
+- ghosting: echo weight alpha 0.01 .. 0.7, offset length 2 .. 8 px (whole pixels).
+- chromatic_aberration: radial displacement at the farthest corner 0.05 .. 9.5 px.
 """
 from __future__ import annotations
 
@@ -21,6 +28,12 @@ from scipy import interpolate
 
 from ._common import draw_seed, finish, lerp, random_sign, remap, seeded, translate, warp_affine
 from .registry import Family, register
+
+
+CONTEXT = 8  # bapps_build.patches.CONTEXT_MARGIN (the distortions package imports nothing above it)
+MAX_DISPLACEMENT = float(CONTEXT)
+MIN_JACOBIAN = 0.1  # a warp may compress space to a tenth locally, never fold it
+PATCH = 64  # the patch size the affine bound is computed for
 
 
 def _direction(rng):
@@ -41,12 +54,26 @@ def apply_shift(image, params):
 def sample_affine_warp(rng, severity):
     shares = rng.uniform(0.5, 1.0, size=4)
     signs = [random_sign(rng) for _ in range(4)]
-    return {
-        "angle_deg": signs[0] * shares[0] * lerp(0.1, 15.0, severity),
-        "shear": signs[1] * shares[1] * lerp(0.002, 0.3, severity),
-        "scale_x": math.exp(signs[2] * shares[2] * lerp(0.002, 0.22, severity)),
-        "scale_y": math.exp(signs[3] * shares[3] * lerp(0.002, 0.22, severity)),
-    }
+    parts = [signs[0] * shares[0] * lerp(0.1, 15.0, severity), signs[1] * shares[1] * lerp(0.002, 0.3, severity),
+             signs[2] * shares[2] * lerp(0.002, 0.22, severity), signs[3] * shares[3] * lerp(0.002, 0.22, severity)]
+
+    def params(k):
+        return {"angle_deg": k * parts[0], "shear": k * parts[1],
+                "scale_x": math.exp(k * parts[2]), "scale_y": math.exp(k * parts[3])}
+
+    # scale every component down together until no corner of a patch moves too far
+    k = 1.0
+    while k > 1e-3 and affine_corner_displacement(params(k), PATCH) > MAX_DISPLACEMENT:
+        k *= 0.95
+    return params(k)
+
+
+def affine_corner_displacement(params, size: int) -> float:
+    """How far (px) the affine transform moves the farthest corner of a size x size patch."""
+    m = affine_matrix(params, size, size)
+    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], dtype=np.float64)
+    moved = corners @ m[:, :2].T + m[:, 2]
+    return float(np.hypot(*(moved - corners).T).max())
 
 
 def affine_matrix(params, width, height):
@@ -66,7 +93,7 @@ def apply_affine_warp(image, params):
 
 
 def sample_homography(rng, severity):
-    d = lerp(0.1, 12.0, severity)
+    d = lerp(0.1, MAX_DISPLACEMENT, severity)
     corners = []
     for _ in range(4):
         cx, cy = _direction(rng)
@@ -87,7 +114,7 @@ def apply_homography(image, params):
 def _sample_grid_warp(grid_sizes):
     def sample(rng, severity):
         return {"grid": int(rng.choice(grid_sizes)), "amplitude": lerp(0.05, 7.0, severity),
-                "seed": draw_seed(rng)}
+                "seed": draw_seed(rng), "max_displacement": MAX_DISPLACEMENT, "min_jacobian": MIN_JACOBIAN}
     return sample
 
 
@@ -107,12 +134,41 @@ def _interpolation_weights(length: int, grid: int, order: int) -> np.ndarray:
 
 
 def dense_flow(params, height, width, order):
-    """A (grid x grid) random displacement field interpolated to every pixel: (flow_x, flow_y)."""
+    """A (grid x grid) random displacement field interpolated to every pixel: (flow_x, flow_y).
+
+    Records with "max_displacement" scale the flow down so that no pixel moves farther; with
+    "min_jacobian" the flow is scaled by the largest k in (0, 1] (bisection) for which the
+    Jacobian determinant of x -> x + k flow(x) stays above it everywhere, so the warp never
+    folds. Records without them (older builds) replay the raw field as they were made.
+    """
     g = int(params["grid"])
     control = seeded(params).standard_normal((2, g, g)) * float(params["amplitude"])
     wy = _interpolation_weights(height, g, order)
     wx = _interpolation_weights(width, g, order)
-    return [wy @ c @ wx.T for c in control]
+    flow = [wy @ c @ wx.T for c in control]
+    if "max_displacement" in params:
+        peak = float(np.hypot(flow[0], flow[1]).max())
+        limit = float(params["max_displacement"])
+        if peak > limit:
+            flow = [f * (limit / peak) for f in flow]
+    if "min_jacobian" in params:
+        floor = float(params["min_jacobian"])
+        if min_jacobian(flow, 1.0) < floor:
+            lo, hi = 0.0, 1.0  # det is 1 at k = 0
+            for _ in range(30):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if min_jacobian(flow, mid) >= floor else (lo, mid)
+            flow = [f * lo for f in flow]
+    return flow
+
+
+def min_jacobian(flow, k: float = 1.0) -> float:
+    """The smallest Jacobian determinant of x -> x + k flow(x) (central differences)."""
+    fx, fy = flow
+    dfx_dy, dfx_dx = np.gradient(fx)
+    dfy_dy, dfy_dx = np.gradient(fy)
+    det = (1.0 + k * dfx_dx) * (1.0 + k * dfy_dy) - (k * dfx_dy) * (k * dfy_dx)
+    return float(det.min())
 
 
 def _apply_grid_warp(order):
@@ -126,7 +182,7 @@ def _apply_grid_warp(order):
 
 def sample_ghosting(rng, severity):
     cx, cy = _direction(rng)
-    length = lerp(2.0, 12.0, severity)
+    length = lerp(2.0, MAX_DISPLACEMENT, severity)
     dx, dy = int(round(length * cx)), int(round(length * cy))
     if dx == 0 and dy == 0:  # cannot happen for length >= 2; keep an echo regardless
         dx = 2
@@ -142,7 +198,7 @@ def apply_ghosting(image, params):
 
 def sample_chromatic_aberration(rng, severity):
     center = [float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1))]
-    return {"shift_px": random_sign(rng) * lerp(0.05, 18.0, severity), "center": center}
+    return {"shift_px": random_sign(rng) * lerp(0.05, 9.5, severity), "center": center}
 
 
 def apply_chromatic_aberration(image, params):
@@ -167,28 +223,30 @@ def apply_chromatic_aberration(image, params):
 register(Family("shift", "spatial", sample_shift, apply_shift,
                 {"dx": "horizontal offset in pixels (content moves right if > 0)",
                  "dy": "vertical offset in pixels (content moves down if > 0)"},
-                "offset length from 0.25 to 6 px (bicubic, sub-pixel); the direction is drawn"))
+                "offset length from 0.05 to 6 px (bicubic, sub-pixel); the direction is drawn"))
 register(Family("affine_warp", "spatial", sample_affine_warp, apply_affine_warp,
-                {"angle_deg": "rotation about the center, up to +-10 degrees",
-                 "shear": "x += shear * y, up to +-0.2",
-                 "scale_x": "horizontal scale, exp(+-0.15)", "scale_y": "vertical scale, exp(+-0.15)"},
-                "the size of every component together; shares and signs are drawn"))
+                {"angle_deg": "rotation about the center, up to +-15 degrees",
+                 "shear": "x += shear * y, up to +-0.3",
+                 "scale_x": "horizontal scale, exp(+-0.22)", "scale_y": "vertical scale, exp(+-0.22)"},
+                "the size of every component together; shares and signs are drawn; a 64-px patch corner moves at most 8 px"))
 register(Family("homography", "spatial", sample_homography, apply_homography,
                 {"corners": "[[dx, dy] x 4]: offsets in pixels of the TL, TR, BR, BL corners, up to 8"},
-                "corner displacement from 0.5 to 8 px"))
-_GRID_PARAMS = {"grid": "control points per side", "amplitude": "displacement std at the control points in pixels, 0.3..4",
-                "seed": "integer seed of the control displacements"}
+                "corner displacement from 0.1 to 8 px"))
+_GRID_PARAMS = {"grid": "control points per side", "amplitude": "displacement std at the control points in pixels, 0.05..7",
+                "seed": "integer seed of the control displacements",
+                "max_displacement": "the flow is scaled down so that no pixel moves farther (px)",
+                "min_jacobian": "the flow is scaled down until its Jacobian determinant is >= this everywhere"}
 register(Family("linear_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(1),
                 {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
-                "displacement amplitude from 0.3 to 4 px"))
-register(Family("cubic_warp", "spatial", _sample_grid_warp((4, 5, 6)), _apply_grid_warp(3),
-                {**_GRID_PARAMS, "grid": "control points per side, 4..6"},
-                "displacement amplitude from 0.3 to 4 px"))
+                "displacement amplitude from 0.05 to 7 px"))
+register(Family("cubic_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(3),
+                {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
+                "displacement amplitude from 0.05 to 7 px"))
 register(Family("ghosting", "spatial", sample_ghosting, apply_ghosting,
-                {"alpha": "weight of the echo, 0.08..0.5",
+                {"alpha": "weight of the echo, 0.01..0.7",
                  "dx": "echo offset in whole pixels (x)", "dy": "echo offset in whole pixels (y)"},
-                "alpha from 0.08 to 0.5 and offset length from 2 to 8 px"))
+                "alpha from 0.01 to 0.7 and offset length from 2 to 8 px"))
 register(Family("chromatic_aberration", "spatial", sample_chromatic_aberration, apply_chromatic_aberration,
-                {"shift_px": "radial displacement of red at the farthest corner (blue opposite), +-0.3..3 px",
+                {"shift_px": "radial displacement of red at the farthest corner (blue opposite), +-0.05..9.5 px",
                  "center": "[cx, cy] optical center offset as a fraction of the size, +-0.1"},
-                "|shift_px| from 0.3 to 3 px; the sign is drawn"))
+                "|shift_px| from 0.05 to 9.5 px; the sign is drawn"))

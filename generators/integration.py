@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import distortions
-from bapps_build.recipes import images_by_folder
+from bapps_build.recipes import center, images_by_folder
 from distortions import Family, finish, sample_chain, sample_step
 
 from ._torch import require_torch, resolve_device
@@ -165,7 +165,7 @@ def register_bank(bank_path, device: str = "cpu") -> LoadedBank:
 
 
 def cnn_chain_sampler(rng, families, cfg) -> list:
-    lo, hi = cfg.severity_range
+    lo, hi = cfg.severity_range or (0.0, 1.0)
     return [sample_step("cnn", rng, float(rng.uniform(lo, hi)))]
 
 
@@ -174,7 +174,7 @@ def mix_chain_sampler(rng, families, cfg) -> list:
     if not traditional or rng.random() < CNN_SHARE:
         return cnn_chain_sampler(rng, families, cfg)
     return sample_chain(rng, traditional, max_chain=cfg.max_chain, min_chain=cfg.min_chain,
-                        severity_range=cfg.severity_range)
+                        severity_range=cfg.severity_range or (0.0, 1.0))
 
 
 def render_batch(ctx, recipes: Sequence[dict], refs: Sequence[np.ndarray]) -> List[dict]:
@@ -183,22 +183,27 @@ def render_batch(ctx, recipes: Sequence[dict], refs: Sequence[np.ndarray]) -> Li
     bank = active_bank()
     distorted: List[dict] = [{} for _ in recipes]
     jobs = defaultdict(list)  # network -> [(example, folder, corrupted input)]
-    for i, (recipe, ref_u8) in enumerate(zip(recipes, refs)):
-        ref = ref_u8.astype(np.float32) / np.float32(255.0)
+    patches = []
+    for i, (recipe, context_u8) in enumerate(zip(recipes, refs)):
+        margin = int(recipe["crop"].get("margin", 0))
+        context = context_u8.astype(np.float32) / np.float32(255.0)
+        patches.append(np.ascontiguousarray(center(context_u8, margin)))
         for key in ("p0", "p1"):
             chain = recipe.get(key)
             if not chain:
                 continue
             if len(chain) == 1 and chain[0]["family"] == "cnn":
+                # the networks see the patch itself, as they were trained
                 params = chain[0]["params"]
+                ref = np.ascontiguousarray(center(context, margin))
                 jobs[bank.check(params)].append((i, key, apply_corruption(ref, params["corruption"])))
             else:
-                distorted[i][key] = distortions.apply_chain(ref, chain)
+                distorted[i][key] = center(distortions.apply_chain(context, chain), margin)
     for name in sorted(jobs):
         items = jobs[name]
         for (i, key, _), out in zip(items, bank.run(name, [x for _, _, x in items])):
             distorted[i][key] = out
-    return [images_by_folder(recipe, ref_u8, distorted[i]) for i, (recipe, ref_u8) in enumerate(zip(recipes, refs))]
+    return [images_by_folder(recipe, patches[i], distorted[i]) for i, recipe in enumerate(recipes)]
 
 
 def setup_worker(bank_path: str, device: str, digest: str, ctx=None) -> None:

@@ -56,7 +56,8 @@ def test_layout_manifest_and_report(tmp_path):
         assert r["stem"] == f"{r['id']:06d}" and r["seed"] == 3
         assert r["source"]["path"].startswith("skimage:") and len(r["source"]["sha256"]) == 64
         x0, y0, x1, y1 = r["crop"]["box"]
-        assert x1 - x0 == y1 - y0 and r["crop"]["size"] == 64
+        # the window cut is the patch with 8 px of context on every side
+        assert x1 - x0 == y1 - y0 and r["crop"]["margin"] == 8 and r["crop"]["size"] == 64 + 2 * 8
         assert 0.5 - 1e-9 <= r["crop"]["scale"] * (1 + 1e-9) and r["crop"]["scale"] <= 1.0 + 1e-9
         for key in ("p0", "p1"):
             assert 1 <= len(r[key]) <= 2
@@ -99,16 +100,33 @@ def test_byte_identical_for_any_worker_count(tmp_path):
     assert [k for k in one if one[k] != two[k]] == []
 
 
-def test_chains_replay_from_the_written_reference(tmp_path):
-    """p0/p1 are the recorded chains applied to ref.png itself: a user can redo them."""
+def test_chains_replay_from_the_recorded_context(tmp_path):
+    """p0/p1 are the recorded chains applied to the recorded context, center kept; ref.png is
+    that center. Without a context margin the chains apply to ref.png itself."""
+    from bapps_build.recipes import center, reference_patch
+
     _, sub = build(tmp_path, "a", n=6, seed=9)
+    cache = SourceCache()
     for r in read_jsonl(sub / MANIFEST):
+        src = next(s for s in select_sources(
+            [inspect_source(p, min_size=64, max_pixels=10**9, flat_threshold=0.015, val_fraction=0.2)
+             for p in builtin_sources()], "train")[0] if s.sha256 == r["source"]["sha256"])
+        context = reference_patch(r, cache.get(src))
+        assert context.shape == (80, 80, 3)
         ref = np.asarray(Image.open(sub / "ref" / f"{r['stem']}.png").convert("RGB"))
+        assert np.array_equal(center(context, 8), ref)
         for key in ("p0", "p1"):
             chain = json.loads(json.dumps(r[key]))
-            redone = distortions.to_uint8(distortions.apply_chain(ref, chain))
+            redone = distortions.to_uint8(center(distortions.apply_chain(context, chain), 8))
             on_disk = np.asarray(Image.open(sub / key / f"{r['stem']}.png").convert("RGB"))
             assert np.array_equal(redone, on_disk), (r["id"], key)
+    _, flat = build(tmp_path, "b", n=4, seed=9, context_margin=0)
+    for r in read_jsonl(flat / MANIFEST):
+        assert "margin" not in r["crop"] and r["crop"]["size"] == 64
+        ref = np.asarray(Image.open(flat / "ref" / f"{r['stem']}.png").convert("RGB"))
+        for key in ("p0", "p1"):
+            redone = distortions.to_uint8(distortions.apply_chain(ref, r[key]))
+            assert np.array_equal(redone, np.asarray(Image.open(flat / key / f"{r['stem']}.png").convert("RGB")))
 
 
 def test_replay_and_verify(tmp_path):
@@ -171,8 +189,8 @@ def test_jnd_pairs(tmp_path):
     for r in records:
         assert r["p0"] == [] and r["p1"]
         # p0 is the reference patch itself
-        from bapps_build.recipes import reference_patch
-        ref = reference_patch(r, cache.get(sources[r["source"]["sha256"]]))
+        from bapps_build.recipes import center, reference_patch
+        ref = center(reference_patch(r, cache.get(sources[r["source"]["sha256"]])), r["crop"]["margin"])
         assert np.array_equal(np.asarray(Image.open(sub / "p0" / f"{r['stem']}.png")), ref)
     assert verify_dataset(tmp_path / "j")[0]["problems"] == []
 

@@ -89,7 +89,9 @@ def test_apply_spec_forms(photo, tmp_path):
     res = run("apply", photo, "--chain", "gaussian_blur:0.5+jpeg:0.8", "--out", tmp_path / "a.png", "--seed", 1)
     chain = json.loads(res.output)["chain"]
     assert [s["family"] for s in chain] == ["gaussian_blur", "jpeg"]
-    assert chain[0]["severity"] == 0.5 and chain[1]["params"]["quality"] == round(90 - 85 * 0.8)
+    from distortions.calibration import severity_to_strength
+    expected_quality = distortions.get_family("jpeg").sample(None, severity_to_strength("jpeg", 0.8))["quality"]
+    assert chain[0]["severity"] == 0.5 and chain[1]["params"]["quality"] == expected_quality
     out = np.asarray(Image.open(tmp_path / "a.png"))
     src = np.asarray(Image.open(photo).convert("RGB"))
     expected = distortions.to_uint8(distortions.apply_chain(src, chain))
