@@ -238,16 +238,30 @@ def apply(image, spec, out, seed, record, plugins, bank):
 @friendly_errors
 def families(as_json, group, plugins):
     """List every distortion family: its group, its parameters and what severity drives."""
+    from distortions.calibration import calibration_of
+
     load_plugins(plugins)
     fams = distortions.all_families(group)
+
+    def scale(f):
+        knots = calibration_of(f.name)
+        return {"severity": list(knots[0]), "strength": list(knots[1])} if knots else None
+
     if as_json:
         click.echo(json.dumps([{"name": f.name, "group": f.group, "severity": f.severity,
-                                "params": dict(f.params), "source": f.source} for f in fams], indent=2))
+                                "params": dict(f.params), "source": f.source, "calibration": scale(f)}
+                               for f in fams], indent=2))
         return
     for f in fams:
         click.echo(f"{f.name}  [{f.group}]" + (f"  ({f.source})" if f.source != "built-in" else ""))
         if f.severity:
-            click.echo(f"    severity: {f.severity}")
+            click.echo(f"    raw strength 0..1: {f.severity}")
+        knots = scale(f)
+        if knots:
+            at = {s: t for s, t in zip(knots["severity"], knots["strength"])}
+            click.echo(f"    calibrated: severity 0 / 0.5 / 1 -> strength {at[0.0]:.3f} / {at[0.5]:.3f} / {at[1.0]:.3f}")
+        else:
+            click.echo("    not calibrated: severity is the raw strength (`bapps-build calibrate --plugin FILE`)")
         for key, text in f.params.items():
             click.echo(f"    {key}: {text}")
 

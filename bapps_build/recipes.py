@@ -19,7 +19,7 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
-from distortions import apply_chain, sample_chain, to_uint8
+from distortions import apply_chain, get_family, sample_chain, to_uint8
 from distortions._common import generator
 
 from .config import BuildConfig
@@ -130,11 +130,18 @@ def render(recipe: dict, context_u8: np.ndarray) -> Dict[str, np.ndarray]:
     recorded chain to the recorded context (reference_patch) reproduces p0.png and p1.png
     exactly; without a margin the context is the written ref.png itself.
     """
-    margin = int(recipe["crop"].get("margin", 0))
+    margin = int(recipe.get("crop", {}).get("margin", 0))
     context = context_u8.astype(np.float32) / np.float32(255.0)
-    distorted = {key: center(apply_chain(context, recipe[key]), margin)
-                 for key in ("p0", "p1") if recipe[key]}
+    distorted = {key: apply_in_context(context, recipe[key], margin) for key in ("p0", "p1") if recipe[key]}
     return images_by_folder(recipe, np.ascontiguousarray(center(context_u8, margin)), distorted)
+
+
+def apply_in_context(context: np.ndarray, chain, margin: int) -> np.ndarray:
+    """A chain applied to the context, the patch kept. Generator networks (group "cnn") were
+    trained on bare patches and see the patch itself."""
+    if margin and any(get_family(step["family"]).group == "cnn" for step in chain):
+        return apply_chain(np.ascontiguousarray(center(context, margin)), chain)
+    return center(apply_chain(context, chain), margin)
 
 
 def images_by_folder(recipe: dict, ref_u8: np.ndarray, distorted: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

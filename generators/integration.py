@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import distortions
-from bapps_build.recipes import center, images_by_folder
+from bapps_build.recipes import apply_in_context, center, images_by_folder
 from distortions import Family, finish, sample_chain, sample_step
 
 from ._torch import require_torch, resolve_device
@@ -185,7 +185,7 @@ def render_batch(ctx, recipes: Sequence[dict], refs: Sequence[np.ndarray]) -> Li
     jobs = defaultdict(list)  # network -> [(example, folder, corrupted input)]
     patches = []
     for i, (recipe, context_u8) in enumerate(zip(recipes, refs)):
-        margin = int(recipe["crop"].get("margin", 0))
+        margin = int(recipe.get("crop", {}).get("margin", 0))
         context = context_u8.astype(np.float32) / np.float32(255.0)
         patches.append(np.ascontiguousarray(center(context_u8, margin)))
         for key in ("p0", "p1"):
@@ -198,7 +198,7 @@ def render_batch(ctx, recipes: Sequence[dict], refs: Sequence[np.ndarray]) -> Li
                 ref = np.ascontiguousarray(center(context, margin))
                 jobs[bank.check(params)].append((i, key, apply_corruption(ref, params["corruption"])))
             else:
-                distorted[i][key] = center(distortions.apply_chain(context, chain), margin)
+                distorted[i][key] = apply_in_context(context, chain, margin)
     for name in sorted(jobs):
         items = jobs[name]
         for (i, key, _), out in zip(items, bank.run(name, [x for _, _, x in items])):
