@@ -17,11 +17,12 @@ from .evaluate import EvaluateError
 from .ingest import IngestError
 from .metrics import MetricError
 from .readers import ResultsError
+from .serve.db import StudyError
 from .store import StoreError
 from .tasks import DEFAULT_PRACTICE, DEFAULT_SENTINEL_RATE, PLATFORMS, TasksError
 
 PEOPLE_ERRORS = (CatalogError, TasksError, ResultsError, IngestError, StoreError, EvaluateError, MetricError,
-                 AggregateError, FileNotFoundError)
+                 AggregateError, StudyError, FileNotFoundError)
 
 
 friendly_errors = people_errors(PEOPLE_ERRORS)
@@ -198,4 +199,56 @@ def evaluate(dataset, metrics, subset, batch_size, as_json):
     click.echo(format_results(results))
 
 
-COMMANDS = [tasks, ingest, judgments, evaluate]
+# ---------------------------------------------------------------- serve
+
+
+@click.command()
+@click.argument("tasks_dir", metavar="TASKS", type=click.Path(exists=True))
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False), required=True,
+              help="The dataset the tasks were made from.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; keep 127.0.0.1 behind a TLS reverse proxy (README).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--db", type=click.Path(dir_okay=False), default="study.sqlite", show_default=True,
+              help="The study database (SQLite, WAL); the same file again continues the study.")
+@click.option("--judgments", "judgments_wanted", type=click.IntRange(min=1), default=None,
+              help="Completed assignments wanted per HIT [default: the task set's --judgments].")
+@click.option("--assignment-timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="Seconds without an answer after which an assignment is released to others.")
+@click.option("--consent", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Consent/instructions text shown first (.txt as text, .html as markup).")
+@click.option("--completion-url", default=None,
+              help="Where to send participants at the end, e.g. https://app.prolific.com/submissions/complete?cc=CODE.")
+@click.option("--completion-code", default=None, help="The code shown at the end [default: cc= of the URL, or random].")
+@click.option("--hits-per-participant", type=click.IntRange(min=1), default=1, show_default=True,
+              help="HITs one participant may do (Prolific: 1; lab sessions: more).")
+@click.option("--admin-token", default=None, help="Token of /admin [default: random, kept in the database].")
+@friendly_errors
+def serve(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
+          completion_code, hits_per_participant, admin_token):
+    """Run the study yourself: serve a task set's 2AFC / JND pages and store every answer.
+
+    \b
+    Participants come with Prolific's PROLIFIC_PID, STUDY_ID, SESSION_ID, with ?participant=ID
+    (lab), or get an id kept in a cookie; each gets the next HIT that needs judgments. Every
+    answer is a row of the SQLite database, committed when it arrives; ingest it with
+    `bapps-build ingest study.sqlite --dataset DATASET`. Needs: pip install 'bapps-build[serve]'.
+
+    \b
+    Examples:
+      bapps-build serve jnd-lab --dataset dataset --db jnd.sqlite
+      bapps-build serve tasks-val --dataset dataset --judgments 5 \\
+          --completion-url 'https://app.prolific.com/submissions/complete?cc=C1234'
+    """
+    try:
+        from .serve.app import run_server
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        run_server(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
+                   completion_code, hits_per_participant, admin_token, log=lambda m: click.echo(m, err=True))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+COMMANDS = [tasks, ingest, judgments, evaluate, serve]
