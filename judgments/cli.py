@@ -18,11 +18,12 @@ from .ingest import IngestError
 from .metrics import MetricError
 from .readers import ResultsError
 from .serve.db import StudyError
+from .simulate import SimulateError
 from .store import StoreError
 from .tasks import DEFAULT_PRACTICE, DEFAULT_SENTINEL_RATE, PLATFORMS, TasksError
 
 PEOPLE_ERRORS = (CatalogError, TasksError, ResultsError, IngestError, StoreError, EvaluateError, MetricError,
-                 AggregateError, StudyError, FileNotFoundError)
+                 AggregateError, StudyError, SimulateError, FileNotFoundError)
 
 
 friendly_errors = people_errors(PEOPLE_ERRORS)
@@ -251,4 +252,83 @@ def serve(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeo
         raise click.ClickException(str(exc)) from None
 
 
-COMMANDS = [tasks, ingest, judgments, evaluate, serve]
+# ---------------------------------------------------------------- simulate
+
+
+@click.command()
+@click.argument("tasks_dir", metavar="TASKS", type=click.Path(exists=True))
+@click.option("--observer", default="l2", show_default=True,
+              help="The distance the simulated observers perceive: l2, ssim, psnr or module:function.")
+@click.option("--noise", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="SIGMA of the Thurstone observer, in units of the median test distance (0: no noise).")
+@click.option("--workers", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Simulated workers (participants with --serve).")
+@click.option("--spammers", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of workers who answer at random.")
+@click.option("--rejects", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of assignments the requester rejected (files only).")
+@click.option("--platform", type=click.Choice(["mturk", "toloka", "generic"]), default="generic", show_default=True,
+              help="Export shape to write.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Results file to write (generic: .csv or .jsonl); the truth goes to OUT.truth.csv.")
+@click.option("--judgments", "judgments_wanted", type=click.IntRange(min=1), default=None,
+              help="Assignments per HIT [default: the task set's --judgments].")
+@click.option("--jnd-threshold", type=click.FloatRange(min=0), default=None,
+              help="JND: distance (median units) below which the observer says same [default: 30th percentile].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--serve", "serve_url", default=None,
+              help="Instead of a file: drive a running `bapps-build serve` at this URL over HTTP.")
+@click.option("--pace", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="--serve: seconds between one participant's answers.")
+@click.option("--hits-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--serve: HITs each participant asks for (the server's --hits-per-participant caps it).")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="--serve: stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@friendly_errors
+def simulate(tasks_dir, observer, noise, workers, spammers, rejects, platform, out, judgments_wanted, jnd_threshold,
+             seed, serve_url, pace, hits_per_worker, duration, as_json):
+    """A simulated crowd: dry-run tasks -> ingest -> report -> evaluate before paying.
+
+    Thurstone observers answer the task set's trials (P(p1) grows with D(ref,p0) - D(ref,p1);
+    JND "same" below a threshold), spammers at random; the results are written in the
+    platform's real export shape, or posted to a running `serve` (--serve URL, the load test).
+
+    \b
+    Examples:
+      bapps-build simulate tasks-val --observer ssim --noise 0.5 --workers 50 --spammers 0.1 \\
+          --rejects 0.05 --platform mturk --out sim/batch_results.csv
+      bapps-build simulate jnd-lab --serve http://127.0.0.1:8000/ --workers 30 --pace 2
+    """
+    from .serve.db import load_task_record
+    from .simulate import simulate_files, simulate_serve
+
+    record, folder = load_task_record(tasks_dir)
+    if serve_url:
+        summary = simulate_serve(record, folder, serve_url, observer, noise, workers, spammers, pace, hits_per_worker,
+                                 seed, duration, jnd_threshold)
+        summary.pop("acked")
+        summary.pop("truth")
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        lat = summary["latency_ms"]
+        click.echo(f"{summary['answers']} answers from {workers} participants in {summary['seconds']:.1f} s "
+                   f"({summary['answers_per_second']:.1f}/s); latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, "
+                   f"p99 {lat['p99']:.1f} ms; {len(summary['failures'])} failures")
+        for f in summary["failures"][:10]:
+            click.echo(f"  {f}", err=True)
+        return
+    if not out:
+        raise click.UsageError("give --out FILE (or --serve URL)")
+    summary = simulate_files(record, folder, out, observer, noise, workers, spammers, rejects, platform,
+                             judgments_wanted, seed, jnd_threshold)
+    summary.pop("truth")
+    summary.pop("plan")
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"wrote {summary['out']} ({platform}): {summary['assignments']} assignments by {workers} workers "
+               f"({len(summary['spammers'])} spammers), {summary['rejected']} rejected; truth in {summary['truth_file']}")
+
+
+COMMANDS = [tasks, ingest, judgments, evaluate, serve, simulate]

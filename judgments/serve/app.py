@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from ..layouts import fill_template, render_layout
 from ..layouts.page import INSTRUCTIONS
 from ..tasks import ImageFolder, trial_row
-from .db import AnswerRefused, Study, valid_id
+from .db import AnswerRefused, Study, load_task_record, valid_id
 
 COOKIE = "bapps_participant"
 MAX_BODY = 2048  # bytes of one answer post; a real one is about 200
@@ -352,19 +352,6 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
     app = Starlette(routes=routes)
     app.add_middleware(SecurityHeaders)
     return app
-
-
-def load_task_record(tasks) -> tuple:
-    """(record, folder) of a TASKS folder or its tasks.json."""
-    from ..catalog import read_task_record
-
-    path = Path(tasks)
-    if path.is_dir():
-        path = path / "tasks.json"
-    record = read_task_record(path)
-    if "hits" not in record or "files" not in record:
-        raise ValueError(f"{path}: not a task set of `bapps-build tasks` (no hits)")
-    return record, path.parent
 
 
 def prepare_study(tasks, dataset, db=None, judgments=None, assignment_timeout=3600.0, completion_code=None,

@@ -435,3 +435,16 @@ def snapshot_jsonl(path, folder) -> tuple:
     tasks = folder / f"{path.stem}-tasks.json"
     tasks.write_text(meta["tasks_record"], encoding="utf-8")
     return out, tasks
+
+
+def load_task_record(tasks) -> tuple:
+    """(record, folder) of a TASKS folder or its tasks.json."""
+    from ..catalog import read_task_record
+
+    path = Path(tasks)
+    if path.is_dir():
+        path = path / "tasks.json"
+    record = read_task_record(path)
+    if "hits" not in record or "files" not in record:
+        raise StudyError(f"{path}: not a task set of `bapps-build tasks` (no hits)")
+    return record, path.parent
