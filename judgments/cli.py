@@ -18,12 +18,13 @@ from .ingest import IngestError
 from .metrics import MetricError
 from .readers import ResultsError
 from .serve.db import StudyError
+from .plan import PlanError
 from .simulate import SimulateError
 from .store import StoreError
 from .tasks import DEFAULT_PRACTICE, DEFAULT_SENTINEL_RATE, PLATFORMS, TasksError
 
 PEOPLE_ERRORS = (CatalogError, TasksError, ResultsError, IngestError, StoreError, EvaluateError, MetricError,
-                 AggregateError, StudyError, SimulateError, FileNotFoundError)
+                 AggregateError, StudyError, SimulateError, PlanError, FileNotFoundError)
 
 
 friendly_errors = people_errors(PEOPLE_ERRORS)
@@ -331,4 +332,41 @@ def simulate(tasks_dir, observer, noise, workers, spammers, rejects, platform, o
                f"({len(summary['spammers'])} spammers), {summary['rejected']} rejected; truth in {summary['truth_file']}")
 
 
-COMMANDS = [tasks, ingest, judgments, evaluate, serve, simulate]
+# ---------------------------------------------------------------- plan
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@click.option("--metric", "metrics", multiple=True, help="Also plan the CI of this metric's score (repeatable).")
+@click.option("--judgments", "candidates", default="1,2,3,5,8,10,15,20", show_default=True,
+              help="Judgments per example to try, comma-separated.")
+@click.option("--examples", type=click.IntRange(min=2), default=None,
+              help="Examples of the planned study [default: as many as the pilot judged].")
+@click.option("--bootstrap", type=click.IntRange(min=50), default=1000, show_default=True)
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
+@click.option("--target", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Half-width wanted (e.g. 0.01): prints the smallest n that reaches it.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def plan(dataset, subset, metrics, candidates, examples, bootstrap, confidence, target, seed, as_json):
+    """How many judgments per example: bootstrap CIs of the human and metric 2AFC scores vs n.
+
+    Works from what a pilot (or `bapps-build simulate`) run ingested into DATASET.
+
+    \b
+    Example:
+      bapps-build plan dataset --subset 2afc/val/traditional --metric l2 --metric ssim --target 0.01
+    """
+    from .plan import format_plan, plan_subset
+
+    try:
+        ns = [int(x) for x in candidates.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{candidates!r}: comma-separated integers", param_hint="--judgments") from None
+    result = plan_subset(dataset, subset, metrics, ns, examples, bootstrap, confidence, target, seed)
+    click.echo(json.dumps(result, indent=2) if as_json else format_plan(result))
+
+
+COMMANDS = [tasks, ingest, judgments, evaluate, serve, simulate, plan]

@@ -119,3 +119,34 @@ def test_simulate_drives_a_running_server(tiny_dataset, tmp_path):
     # noise-free observers: every judgment of an example agrees with the truth (0 or 1)
     assert {s: (n_pos / n, n) for s, (n_pos, n) in counts.items()} == {s: (summary["truth"][s], 10)
                                                                        for s in subset.stems}
+
+
+def test_plan_intervals_shrink_with_judgments_and_keep_the_human_score(tiny_dataset, tmp_path):
+    from judgments.plan import plan_subset
+
+    record = make_tasks(tiny_dataset, tmp_path / "t", judgments=30, per_hit=4, name="sim-plan")
+    simulate_files(record, tmp_path / "t", tmp_path / "pilot.csv", observer="l2", noise=0.8, workers=40, seed=9)
+    ingest_files([tmp_path / "pilot.csv"], tiny_dataset)
+    result = plan_subset(tiny_dataset, "2afc/val/traditional", ["ssim"], [1, 2, 5, 20, 80], examples=400,
+                         bootstrap=300, target=0.03)
+    rows = {r["judgments"]: r for r in result["rows"]}
+    widths = [rows[n]["ssim"]["half_width"] for n in (1, 5, 80)]
+    assert widths[0] > widths[1] > widths[2]
+    # the agreement estimator is unbiased for any n >= 2: its mean does not move with n
+    subset, counts = labels_of(tiny_dataset, "2afc/val/traditional")
+    p = np.array([a / b for a, b in counts.values()])
+    expected = float(np.mean(p ** 2 + (1 - p) ** 2))
+    for n in (2, 5, 20, 80):
+        assert abs(rows[n]["human"]["mean"] - expected) < 0.02
+    assert "human" not in rows[1]
+    # many judgments: the metric's score is the pilot's own score
+    from judgments.evaluate import score_2afc, subset_distances
+    from judgments.metrics import get_metric
+
+    d = subset_distances(subset, get_metric("ssim"))
+    pilot = score_2afc(d["d0"], d["d1"], p)
+    assert abs(rows[80]["ssim"]["mean"] - pilot) < 0.02
+    n = result["enough"]
+    assert n is not None and all(v["half_width"] <= 0.03 for v in rows[n].values() if isinstance(v, dict))
+    smaller = [m for m in rows if m < n]
+    assert all(max(v["half_width"] for v in rows[m].values() if isinstance(v, dict)) > 0.03 for m in smaller)
