@@ -225,9 +225,12 @@ def evaluate(dataset, metrics, subset, batch_size, as_json):
 @click.option("--hits-per-participant", type=click.IntRange(min=1), default=1, show_default=True,
               help="HITs one participant may do (Prolific: 1; lab sessions: more).")
 @click.option("--admin-token", default=None, help="Token of /admin [default: random, kept in the database].")
+@click.option("--synchronous", type=click.Choice(["full", "normal"]), default="full", show_default=True,
+              help="full: an answer is acknowledged once on the disk (survives a power cut); normal: once in "
+                   "the database's WAL file (survives a killed server, not a power cut; faster on slow disks).")
 @friendly_errors
 def serve(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
-          completion_code, hits_per_participant, admin_token):
+          completion_code, hits_per_participant, admin_token, synchronous):
     """Run the study yourself: serve a task set's 2AFC / JND pages and store every answer.
 
     \b
@@ -248,7 +251,8 @@ def serve(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeo
         raise click.ClickException(str(exc)) from None
     try:
         run_server(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
-                   completion_code, hits_per_participant, admin_token, log=lambda m: click.echo(m, err=True))
+                   completion_code, hits_per_participant, admin_token, synchronous,
+                   log=lambda m: click.echo(m, err=True))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -307,8 +311,8 @@ def simulate(tasks_dir, observer, noise, workers, spammers, rejects, platform, o
     if serve_url:
         summary = simulate_serve(record, folder, serve_url, observer, noise, workers, spammers, pace, hits_per_worker,
                                  seed, duration, jnd_threshold)
-        summary.pop("acked")
-        summary.pop("truth")
+        for key in ("acked", "truth", "latencies"):
+            summary.pop(key)
         if as_json:
             click.echo(json.dumps(summary, indent=2))
             return

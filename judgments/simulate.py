@@ -302,9 +302,9 @@ def generic_export(task, assignments, as_jsonl: bool) -> str:
 def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, workers=20, spammers=0.0,
                    pace: float = 0.0, hits_per_worker: int = 1, seed: int = 0, duration: Optional[float] = None,
                    jnd_threshold: Optional[float] = None, log=lambda m: None) -> dict:
-    """Simulated participants, one thread each, entering `url` with ?participant=sim-<k>, consenting,
-    and answering their HITs one trial every `pace` seconds (first answer after a random part of
-    it, so they do not march in step) until no HIT is left for them or `duration` has passed.
+    """Simulated participants, one thread each, entering `url` with ?participant=sim-<k> (at a random
+    moment of the first `pace` seconds, so they do not march in step), consenting, and answering
+    their HITs one trial every `pace` seconds until no HIT is left for them or `duration` has passed.
     Returns counts and the latency of the answer posts (ms percentiles)."""
     import http.cookiejar
     import urllib.error
@@ -316,6 +316,7 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
     rng0 = np.random.default_rng(np.random.SeedSequence([seed, SIMULATE_STREAM, 1]))
     crowd = make_crowd(workers, spammers, rng0, prefix="sim-")
     latencies: List[float] = []
+    sent_at: List[float] = []  # seconds since the start, per latency
     failures: List[str] = []
     acked = []
     lock = threading.Lock()
@@ -325,10 +326,10 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
         rng = np.random.default_rng(np.random.SeedSequence([seed, SIMULATE_STREAM, 2, k]))
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         try:
+            if pace:  # arrivals spread over the first PACE seconds, not all at one instant
+                time.sleep(rng.random() * pace)
             opener.open(f"{url}?participant={worker}", timeout=30).read()
             opener.open(urllib.request.Request(url + "begin", data=b"", method="POST"), timeout=30).read()
-            if pace:
-                time.sleep(rng.random() * pace)
             for _ in range(hits_per_worker):
                 a = json.loads(opener.open(url + "api/assignment", timeout=30).read())
                 if not a.get("assignment"):
@@ -347,9 +348,10 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
                     try:
                         with opener.open(req, timeout=30) as r:
                             r.read()
-                        ms = 1000 * (time.perf_counter() - t0)
+                        t1 = time.perf_counter()
                         with lock:
-                            latencies.append(ms)
+                            latencies.append(1000 * (t1 - t0))
+                            sent_at.append(t0 - start)
                             acked.append((a["assignment"], t["position"]))
                     except urllib.error.HTTPError as e:
                         with lock:
@@ -362,7 +364,7 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
                 failures.append(f"{worker}: {exc}")
 
     threads = [threading.Thread(target=participant, args=(k, w), daemon=True) for k, w in enumerate(crowd.workers)]
-    t0 = time.perf_counter()
+    start = t0 = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
@@ -372,5 +374,5 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
     return {"participants": workers, "answers": len(acked), "failures": failures, "seconds": elapsed,
             "answers_per_second": len(acked) / elapsed if elapsed else 0.0,
             "latency_ms": {q: float(np.percentile(lat, float(q[1:]))) for q in ("p50", "p90", "p99")} |
-            {"max": float(lat.max())}, "acked": acked,
+            {"max": float(lat.max())}, "acked": acked, "latencies": list(zip(sent_at, latencies)),
             "truth": obs.truth(record), "spammers": sorted(w for w, s in crowd.spammer.items() if s)}

@@ -355,7 +355,7 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
 
 
 def prepare_study(tasks, dataset, db=None, judgments=None, assignment_timeout=3600.0, completion_code=None,
-                  completion_url=None, admin_token=None) -> tuple:
+                  completion_url=None, admin_token=None, synchronous="full") -> tuple:
     """(study, tasks folder): the task set checked against the dataset (and recorded in it when it
     is not yet, so `ingest` knows its ids), the database opened or created."""
     from ..catalog import load_catalog
@@ -373,18 +373,18 @@ def prepare_study(tasks, dataset, db=None, judgments=None, assignment_timeout=36
             raise ValueError(f"--completion-code {completion_code} differs from the cc= of --completion-url")
         completion_code = completion_code or (m.group(1) if m else None)
     db = Path(db) if db else Path("study.sqlite")
-    study = Study(db, record, judgments, assignment_timeout, completion_code, admin_token)
+    study = Study(db, record, judgments, assignment_timeout, completion_code, admin_token, synchronous=synchronous)
     return study, folder
 
 
 def run_server(tasks, dataset, host="127.0.0.1", port=8000, db=None, judgments=None, assignment_timeout=3600.0,
                consent=None, completion_url=None, completion_code=None, hits_per_participant=1, admin_token=None,
-               log=print) -> None:
+               synchronous="full", log=print) -> None:
     """Serve a task set until interrupted (uvicorn, one process: the database has one writer)."""
     import uvicorn
 
     study, folder = prepare_study(tasks, dataset, db, judgments, assignment_timeout, completion_code,
-                                  completion_url, admin_token)
+                                  completion_url, admin_token, synchronous)
     app = create_app(study, folder, consent, completion_url, hits_per_participant)
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}/"

@@ -6,7 +6,8 @@
     participants  who came, how (prolific / lab / cookie), when they consented
     assignments   one participant doing one HIT: active -> complete, or released after the
                   assignment timeout; UNIQUE(hit, participant): nobody does a HIT twice
-    answers       one row per answered trial, committed when it arrives (synchronous=FULL)
+    answers       one row per answered trial, committed when it arrives (group commit;
+                  synchronous=FULL by default: acknowledged means on the disk)
 
 Every change runs in one `BEGIN IMMEDIATE` transaction under one lock, so the quota check and
 the insert that depends on it cannot interleave: a HIT never has more than `judgments`
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import queue
 import re
 import secrets
 import sqlite3
@@ -56,6 +58,14 @@ class StudyError(ValueError):
     """The database and the task set do not fit together; the message says what to do."""
 
 
+class _Pending(list):
+    """The outcome of one queued write: [(value, exception)] once `event` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.event = threading.Event()
+
+
 class AnswerRefused(Exception):
     """A post that is not taken: `status` is the HTTP status, `reason` says why, for people."""
 
@@ -83,14 +93,21 @@ def is_study_db(path) -> bool:
         return f.read(16) == b"SQLite format 3\x00"
 
 
-def connect(path, readonly: bool = False) -> sqlite3.Connection:
+SYNCHRONOUS = ("full", "normal")
+
+
+def connect(path, readonly: bool = False, synchronous: str = "full") -> sqlite3.Connection:
+    """synchronous full: a COMMIT returns once it is on the disk (survives a power cut);
+    normal: once it is in the WAL file (survives a killed server, not a power cut; no fsync)."""
     if readonly:
         conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, isolation_level=None,
                                check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # an answer acknowledged is on disk
+        if synchronous not in SYNCHRONOUS:
+            raise StudyError(f"synchronous {synchronous!r}: full or normal")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
@@ -101,7 +118,7 @@ class Study:
 
     def __init__(self, path, record: dict, judgments: Optional[int] = None, assignment_timeout: float = 3600.0,
                  completion_code: Optional[str] = None, admin_token: Optional[str] = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, synchronous: str = "full"):
         self.path = Path(path)
         self.record = record
         self.task = record["task"]
@@ -109,8 +126,9 @@ class Study:
         self.timeout = float(assignment_timeout)
         self.clock = clock
         self.lock = threading.Lock()
+        self._known: Dict[str, dict] = {}  # assignment id -> {id, hit, participant}
         self.trials: Dict[int, List[dict]] = {h["hit"]: h["trials"] for h in record["hits"]}
-        self.conn = connect(self.path)
+        self.conn = connect(self.path, synchronous=synchronous)
         with self.lock:
             self._begin()
             try:
@@ -141,10 +159,70 @@ class Study:
         self.secret = bytes.fromhex(meta["secret"])
         self.admin_token = meta["admin_token"]
         self.completion_code = meta["completion_code"]
+        self.batches = 0  # group commits so far (answers committed together share one fsync)
+        self._answers: "queue.Queue" = queue.Queue()
+        self._writer = threading.Thread(target=self._write_answers, name="bapps-answer-writer", daemon=True)
+        self._writer.start()
 
     def close(self):
+        self._answers.put(None)
+        self._writer.join(timeout=30)
         with self.lock:
             self.conn.close()
+
+    def _write_answers(self):
+        """Group commit: the answers waiting when a transaction starts are stored in it, each in
+        its own savepoint (a refused one does not take the others with it), and acknowledged
+        only once the COMMIT has reached the disk. Under load one fsync serves many answers."""
+        while True:
+            first = self._answers.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    more = self._answers.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._answers.put(None)
+                    break
+                batch.append(more)
+            outcomes = []
+            with self.lock:
+                try:
+                    self._begin()
+                    for fn, done in batch:
+                        self.conn.execute("SAVEPOINT answer")
+                        try:
+                            outcomes.append((done, fn(), None))
+                            self.conn.execute("RELEASE answer")
+                        except Exception as exc:
+                            self.conn.execute("ROLLBACK TO answer")
+                            self.conn.execute("RELEASE answer")
+                            outcomes.append((done, None, exc))
+                    self.conn.execute("COMMIT")
+                    self.batches += 1
+                except BaseException as exc:  # the commit itself failed: nothing of the batch is stored
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    outcomes = [(done, None, exc) for _, done in batch]
+            for done, value, exc in outcomes:
+                done.append((value, exc))
+                done.event.set()
+
+    def _write(self, fn):
+        """Run fn in the next group commit; returns its value once committed (or raises its error)."""
+        done = _Pending()
+        self._answers.put((fn, done))
+        if not done.event.wait(60):
+            raise AnswerRefused(503, "the database is busy; try again")
+        value, exc = done[0]
+        if exc is not None:
+            raise exc
+        return value
 
     def _begin(self):
         self.conn.execute("BEGIN IMMEDIATE")
@@ -184,10 +262,13 @@ class Study:
         aid, _, mac = token.partition(".")
         if not re.fullmatch(r"[0-9a-f]{16}", aid):
             return None
-        row = self._read("SELECT id, hit, participant, status, last_seen FROM assignments WHERE id = ?", (aid,))
-        if not row:
-            return None
-        a = dict(zip(("id", "hit", "participant", "status", "last_seen"), row[0]))
+        a = self._known.get(aid)
+        if a is None:  # id, hit and participant of an assignment never change: read once
+            row = self._read("SELECT id, hit, participant FROM assignments WHERE id = ?", (aid,))
+            if not row:
+                return None
+            a = dict(zip(("id", "hit", "participant"), row[0]))
+            self._known[aid] = a
         if not hmac.compare_digest(mac.encode(), self.sign("assignment", aid + "/" + a["participant"]).encode()):
             return None
         return a
@@ -305,7 +386,7 @@ class Study:
                 raise AnswerRefused(409, "this assignment is complete")
             if status == "released" or last_seen < now - self.timeout:
                 self.conn.execute("UPDATE assignments SET status = 'released' WHERE id = ?", (a["id"],))
-                raise AnswerRefused(409, "this assignment was released after a long pause; reload the page to go on")
+                return {"refused": (409, "this assignment was released after a long pause; reload the page to go on")}
             answered = self.conn.execute("SELECT COUNT(*) FROM answers WHERE assignment = ?", (a["id"],)).fetchone()[0]
             if position != answered + 1:
                 raise AnswerRefused(409, f"trial {answered + 1} comes next, not {position}")
@@ -319,13 +400,10 @@ class Study:
             else:
                 self.conn.execute("UPDATE assignments SET last_seen = ? WHERE id = ?", (now, a["id"]))
             return {"stored": True, "done": done}
-        try:
-            return self._transaction(run)
-        except AnswerRefused as exc:
-            if "released" in exc.reason:  # keep the release (the transaction above was rolled back)
-                self._transaction(lambda: self.conn.execute(
-                    "UPDATE assignments SET status = 'released' WHERE id = ? AND status = 'active'", (a["id"],)))
-            raise
+        out = self._write(run)
+        if "refused" in out:
+            raise AnswerRefused(*out["refused"])
+        return out
 
     def is_correct(self, info: dict, response: str, side: str) -> Optional[int]:
         """1 / 0 for a sentinel or practice trial with a known answer, None for a test trial."""
