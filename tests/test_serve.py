@@ -423,3 +423,20 @@ def test_many_participants_at_once_through_http(tiny_dataset, tmp_path):
     assert len(pairs) == len(set(pairs)) == 36
     assert n_answers == len(acked) == 36 * 2
     assert progress["hits"] == {"total": 12, "done": 12, "in_progress": 0, "left": 0}
+
+
+def test_platform_serve_task_set_is_served(tiny_dataset, tmp_path):
+    record = make_tasks(tiny_dataset, tmp_path / "t", judgments=1, per_hit=4, platform="serve")
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["README.txt", "images", "tasks.json"]
+    assert "bapps-build serve TASKS" in (tmp_path / "t" / "README.txt").read_text()
+    study, folder = prepare_study(tmp_path / "t", tiny_dataset, tmp_path / "s.sqlite")
+    c = client_for(study, folder)
+    a = enter(c, "solo")
+    page = c.get("/task").text
+    for t in a["trials"]:  # the page holds every trial with its images, served from images/
+        assert f'value="{t["item"]}"' in page
+        assert f'images/{record["files"][t["item"]]["ref"]}' in page
+    assert "crowd-html-elements" not in page and "https://" not in page.split("<script>")[0]
+    answer_all(c, a)
+    assert c.get("/done").status_code == 200
+    study.close()

@@ -159,6 +159,8 @@ class Study:
         self.secret = bytes.fromhex(meta["secret"])
         self.admin_token = meta["admin_token"]
         self.completion_code = meta["completion_code"]
+        self.read_conn = connect(self.path, synchronous=synchronous)
+        self.read_lock = threading.Lock()
         self.batches = 0  # group commits so far (answers committed together share one fsync)
         self._answers: "queue.Queue" = queue.Queue()
         self._writer = threading.Thread(target=self._write_answers, name="bapps-answer-writer", daemon=True)
@@ -169,6 +171,8 @@ class Study:
         self._writer.join(timeout=30)
         with self.lock:
             self.conn.close()
+        with self.read_lock:
+            self.read_conn.close()
 
     def _write_answers(self):
         """Group commit: the answers waiting when a transaction starts are stored in it, each in
@@ -228,15 +232,8 @@ class Study:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def _transaction(self, fn, *args):
-        with self.lock:
-            self._begin()
-            try:
-                out = fn(*args)
-                self.conn.execute("COMMIT")
-                return out
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        """Every change goes through the writer thread's group commit (see _write_answers)."""
+        return self._write(lambda: fn(*args))
 
     # ------------------------------------------------------------ signing
 
@@ -274,8 +271,9 @@ class Study:
         return a
 
     def _read(self, sql, args=()):
-        with self.lock:
-            return self.conn.execute(sql, args).fetchall()
+        """Reads use their own connection: in WAL mode they never wait for a commit in progress."""
+        with self.read_lock:
+            return self.read_conn.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------ participants and assignment
 
@@ -419,26 +417,30 @@ class Study:
 
     def progress(self) -> dict:
         """What /admin shows: HITs done / in progress / left, judgments per example, participants."""
-        with self.lock:
+        with self.read_lock:
+            if self.read_conn.in_transaction:  # left open by an earlier failure
+                self.read_conn.execute("ROLLBACK")
+            self.read_conn.execute("BEGIN")  # one snapshot for all the queries
             now = self.clock()
-            hits = self.conn.execute(
+            hits = self.read_conn.execute(
                 "SELECT h.hit, SUM(a.status = 'complete'), SUM(a.status = 'active' AND a.last_seen >= ?) "
                 "FROM hits h LEFT JOIN assignments a ON a.hit = h.hit GROUP BY h.hit",
                 (now - self.timeout,)).fetchall()
-            per_item = self.conn.execute("SELECT item, COUNT(*) FROM answers WHERE kind = 'test' GROUP BY item").fetchall()
-            people = self.conn.execute(
+            per_item = self.read_conn.execute("SELECT item, COUNT(*) FROM answers WHERE kind = 'test' GROUP BY item").fetchall()
+            people = self.read_conn.execute(
                 "SELECT p.id, p.source, p.study_id, p.consented, "
                 "(SELECT COUNT(*) FROM assignments a WHERE a.participant = p.id AND a.status = 'complete'), "
                 "(SELECT COUNT(*) FROM assignments a WHERE a.participant = p.id AND a.status = 'active') "
                 "FROM participants p ORDER BY p.first_seen").fetchall()
-            answers = self.conn.execute(
+            answers = self.read_conn.execute(
                 "SELECT a.participant, COUNT(*), SUM(x.kind = 'sentinel'), SUM(x.kind = 'sentinel' AND x.correct = 1), "
                 "MAX(x.received) FROM answers x JOIN assignments a ON a.id = x.assignment GROUP BY a.participant"
             ).fetchall()
-            rts = self.conn.execute(
+            rts = self.read_conn.execute(
                 "SELECT a.participant, x.rt_ms FROM answers x JOIN assignments a ON a.id = x.assignment "
                 "WHERE x.rt_ms IS NOT NULL").fetchall()
-            statuses = dict(self.conn.execute("SELECT status, COUNT(*) FROM assignments GROUP BY status").fetchall())
+            statuses = dict(self.read_conn.execute("SELECT status, COUNT(*) FROM assignments GROUP BY status").fetchall())
+            self.read_conn.execute("COMMIT")
         done = sum(1 for _, c, _ in hits if (c or 0) >= self.judgments)
         in_progress = sum(1 for _, c, a in hits if (c or 0) < self.judgments and (a or 0) > 0)
         n_per_example = {}
