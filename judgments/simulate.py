@@ -317,6 +317,7 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
     crowd = make_crowd(workers, spammers, rng0, prefix="sim-")
     latencies: List[float] = []
     sent_at: List[float] = []  # seconds since the start, per latency
+    server_ms: List[float] = []  # the server's own time per answer (its Server-Timing header)
     failures: List[str] = []
     acked = []
     lock = threading.Lock()
@@ -348,10 +349,13 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
                     try:
                         with opener.open(req, timeout=30) as r:
                             r.read()
+                            timing = r.headers.get("Server-Timing", "")
                         t1 = time.perf_counter()
                         with lock:
                             latencies.append(1000 * (t1 - t0))
                             sent_at.append(t0 - start)
+                            if "dur=" in timing:
+                                server_ms.append(float(timing.split("dur=")[1].split(";")[0]))
                             acked.append((a["assignment"], t["position"]))
                     except urllib.error.HTTPError as e:
                         with lock:
@@ -374,5 +378,7 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
     return {"participants": workers, "answers": len(acked), "failures": failures, "seconds": elapsed,
             "answers_per_second": len(acked) / elapsed if elapsed else 0.0,
             "latency_ms": {q: float(np.percentile(lat, float(q[1:]))) for q in ("p50", "p90", "p99")} |
-            {"max": float(lat.max())}, "acked": acked, "latencies": list(zip(sent_at, latencies)),
+            {"max": float(lat.max())},
+            "server_ms": {q: float(np.percentile(server_ms or [0.0], float(q[1:]))) for q in ("p50", "p90", "p99")},
+            "acked": acked, "latencies": list(zip(sent_at, latencies)),
             "truth": obs.truth(record), "spammers": sorted(w for w, s in crowd.spammer.items() if s)}

@@ -14,10 +14,12 @@ Every URL the pages use is relative, so the study also works under a path of a r
 """
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -262,6 +264,13 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
                              "task": task, "trials": [{"position": k, **t} for k, t in enumerate(a["trials"], 1)]})
 
     async def answer(request: Request):
+        started = time.perf_counter()
+        response = await take_answer(request)
+        # the server's own share of the latency, for load tests (the client sees queueing on top)
+        response.headers["Server-Timing"] = f"app;dur={1000 * (time.perf_counter() - started):.2f}"
+        return response
+
+    async def take_answer(request: Request):
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             return JSONResponse({"error": "send the answer as application/json"}, 415)
         try:
@@ -277,8 +286,23 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
             return JSONResponse({"error": f"an answer is an object with token, position, item, response "
                                           f"(and rt_ms, timing), nothing else"}, 400)
         try:
-            result = await run_in_threadpool(study.record_answer, data["token"], data["position"], data["item"],
-                                             data["response"], data.get("rt_ms"), data.get("timing") or "")
+            job = study.answer_job(data["token"], data["position"], data["item"], data["response"],
+                                   data.get("rt_ms"), data.get("timing") or "")
+            # no thread waits on the commit: the writer thread wakes this coroutine when it is done
+            loop = asyncio.get_running_loop()
+            committed = loop.create_future()
+
+            def wake():
+                loop.call_soon_threadsafe(lambda: committed.done() or committed.set_result(None))
+            pending = study.submit(job, wake)
+            try:
+                await asyncio.wait_for(asyncio.shield(committed), 60)
+            except asyncio.TimeoutError:
+                return JSONResponse({"error": "the database is busy; try again"}, 503)
+            value, exc = pending[0]
+            if exc is not None:
+                raise exc
+            result = study.answer_outcome(value)
         except AnswerRefused as exc:
             return JSONResponse({"error": exc.reason}, exc.status)
         return JSONResponse({"ok": True, **result})

@@ -61,9 +61,10 @@ class StudyError(ValueError):
 class _Pending(list):
     """The outcome of one queued write: [(value, exception)] once `event` is set."""
 
-    def __init__(self):
+    def __init__(self, callback=None):
         super().__init__()
         self.event = threading.Event()
+        self.callback = callback  # called by the writer thread once the outcome is in
 
 
 class AnswerRefused(Exception):
@@ -216,11 +217,18 @@ class Study:
             for done, value, exc in outcomes:
                 done.append((value, exc))
                 done.event.set()
+                if done.callback is not None:
+                    done.callback()
+
+    def submit(self, fn, callback=None) -> _Pending:
+        """Queue fn for the next group commit without waiting (the web server awaits `callback`)."""
+        done = _Pending(callback)
+        self._answers.put((fn, done))
+        return done
 
     def _write(self, fn):
         """Run fn in the next group commit; returns its value once committed (or raises its error)."""
-        done = _Pending()
-        self._answers.put((fn, done))
+        done = self.submit(fn)
         if not done.event.wait(60):
             raise AnswerRefused(503, "the database is busy; try again")
         value, exc = done[0]
@@ -299,12 +307,15 @@ class Study:
                                  (now - self.timeout,)).rowcount
 
     def active_assignment(self, pid: str) -> Optional[dict]:
-        """The participant's assignment in progress (a reload resumes it), or None."""
-        def run():
-            now = self.clock()
-            self._release_expired(now)
-            return self._active(pid)
-        return self._transaction(run)
+        """The participant's assignment in progress (a reload resumes it), or None; read only:
+        one idle past the timeout counts as gone (the next assign() releases it)."""
+        row = self._read("SELECT id, hit, last_seen FROM assignments WHERE participant = ? AND status = 'active'",
+                         (pid,))
+        if not row or row[0][2] < self.clock() - self.timeout:
+            return None
+        aid, hit, _ = row[0]
+        answered = self._read("SELECT COUNT(*) FROM answers WHERE assignment = ?", (aid,))[0][0]
+        return {"id": aid, "hit": hit, "answered": answered, "token": self.token(aid, pid), "trials": self.trials[hit]}
 
     def _active(self, pid):
         row = self.conn.execute("SELECT id, hit FROM assignments WHERE participant = ? AND status = 'active'",
@@ -348,6 +359,17 @@ class Study:
     def record_answer(self, token, position, item, response, rt_ms=None, timing="") -> dict:
         """Store one answer of an assignment, in order; the same answer again is acknowledged
         and stored once. Raises AnswerRefused (HTTP status, reason) for anything else."""
+        return self.answer_outcome(self._write(self.answer_job(token, position, item, response, rt_ms, timing)))
+
+    @staticmethod
+    def answer_outcome(out: dict) -> dict:
+        if "refused" in out:
+            raise AnswerRefused(*out["refused"])
+        return out
+
+    def answer_job(self, token, position, item, response, rt_ms=None, timing=""):
+        """Check an answer (raises AnswerRefused) and return the write that stores it, for
+        _write / submit; answer_outcome turns the write's value into the result."""
         a = self.assignment_from_token(token)
         if a is None:
             raise AnswerRefused(403, "this token was not issued by this study")
@@ -398,10 +420,7 @@ class Study:
             else:
                 self.conn.execute("UPDATE assignments SET last_seen = ? WHERE id = ?", (now, a["id"]))
             return {"stored": True, "done": done}
-        out = self._write(run)
-        if "refused" in out:
-            raise AnswerRefused(*out["refused"])
-        return out
+        return run
 
     def is_correct(self, info: dict, response: str, side: str) -> Optional[int]:
         """1 / 0 for a sentinel or practice trial with a known answer, None for a test trial."""
