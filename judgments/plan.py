@@ -14,7 +14,7 @@ side; a pilot with 5 or more judgments per example, or a simulation, is a sounde
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 

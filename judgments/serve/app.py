@@ -283,8 +283,8 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
             return JSONResponse({"error": "the body is not JSON"}, 400)
         if not isinstance(data, dict) or not {"token", "position", "item", "response"} <= set(data) \
                 or set(data) - ANSWER_FIELDS:
-            return JSONResponse({"error": f"an answer is an object with token, position, item, response "
-                                          f"(and rt_ms, timing), nothing else"}, 400)
+            return JSONResponse({"error": "an answer is an object with token, position, item, response "
+                                          "(and rt_ms, timing), nothing else"}, 400)
         try:
             job = study.answer_job(data["token"], data["position"], data["item"], data["response"],
                                    data.get("rt_ms"), data.get("timing") or "")
