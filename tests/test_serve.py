@@ -440,3 +440,20 @@ def test_platform_serve_task_set_is_served(tiny_dataset, tmp_path):
     answer_all(c, a)
     assert c.get("/done").status_code == 200
     study.close()
+
+
+def test_an_mturk_task_set_is_served_with_its_own_images(tiny_dataset, tmp_path):
+    from judgments.tasks import TaskSettings, build_task_set
+
+    subset = resolve_subset(tiny_dataset, "2afc/val/traditional")
+    record = build_task_set(subset, tmp_path / "m", TaskSettings("mturk", 1, 4, 0.2, 0, "https://cdn.example.org/img",
+                                                                 0, "as-mturk"))
+    study, folder = prepare_study(tmp_path / "m", tiny_dataset, tmp_path / "m.sqlite")
+    c = client_for(study, folder)
+    a = enter(c, "m1")
+    page = c.get("/task").text
+    assert "cdn.example.org" not in page  # never the platform's image host: the server sends them
+    name = record["files"][a["trials"][0]["item"]]["ref"]
+    assert f'data-ref="images/{name}"' in page
+    assert c.get(f"/images/{name}").status_code == 200
+    study.close()
