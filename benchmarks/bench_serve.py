@@ -2,13 +2,12 @@
 posts under 50 ms at 200 participants answering one trial every 2 s each; 0 lost answers).
 
     python benchmarks/bench_serve.py [--participants 200] [--pace 2] [--duration 90] [--work /tmp/bench-serve]
-                                     [--synchronous full|normal] [--append benchmarks/RESULTS.md]
+                                     [--synchronous normal|full] [--append benchmarks/RESULTS.md]
 
 A 2AFC subset of 100 triplets, a task set of 4 HITs x 33 trials with 50 judgments per HIT (200
 slots), served by `python -m bapps_build.cli serve` (one uvicorn process, SQLite WAL,
-group commit, synchronous=FULL by default: every answer is on disk before it is acknowledged;
---synchronous normal: in the WAL file, safe from a killed server but not from a power cut) on
-127.0.0.1. The participants are `simulate --serve` threads in this process: each enters at a random moment
+group commit; --synchronous normal, the default: every answer is in the WAL file, which a killed
+server keeps, before it is acknowledged; full: on the disk, which a power cut keeps) on 127.0.0.1. The participants are `simulate --serve` threads in this process: each enters at a random moment
 of the first PACE seconds with ?participant=, consents, gets the task page and its assignment,
 then posts one answer every PACE seconds. Latency is measured by the client, from sending the
 post to reading the reply, so it includes the client's own share of the 2 cores. After the run
@@ -64,7 +63,7 @@ def main() -> None:
     ap.add_argument("--pace", type=float, default=2.0)
     ap.add_argument("--duration", type=float, default=90.0)
     ap.add_argument("--work", default="/tmp/bench-serve")
-    ap.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    ap.add_argument("--synchronous", choices=["normal", "full"], default="normal")
     ap.add_argument("--append", default=None, help="Append a results section to this markdown file.")
     args = ap.parse_args()
 

@@ -225,9 +225,10 @@ def evaluate(dataset, metrics, subset, batch_size, as_json):
 @click.option("--hits-per-participant", type=click.IntRange(min=1), default=1, show_default=True,
               help="HITs one participant may do (Prolific: 1; lab sessions: more).")
 @click.option("--admin-token", default=None, help="Token of /admin [default: random, kept in the database].")
-@click.option("--synchronous", type=click.Choice(["full", "normal"]), default="full", show_default=True,
-              help="full: an answer is acknowledged once on the disk (survives a power cut); normal: once in "
-                   "the database's WAL file (survives a killed server, not a power cut; faster on slow disks).")
+@click.option("--synchronous", type=click.Choice(["normal", "full"]), default="normal", show_default=True,
+              help="normal: an answer is acknowledged once in the database's WAL file (survives a killed server "
+                   "or a closed tab, not a power cut); full: once on the disk (survives a power cut; an fsync per "
+                   "group of answers, slower on slow disks).")
 @friendly_errors
 def serve(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
           completion_code, hits_per_participant, admin_token, synchronous):

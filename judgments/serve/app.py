@@ -379,7 +379,7 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
 
 
 def prepare_study(tasks, dataset, db=None, judgments=None, assignment_timeout=3600.0, completion_code=None,
-                  completion_url=None, admin_token=None, synchronous="full") -> tuple:
+                  completion_url=None, admin_token=None, synchronous="normal") -> tuple:
     """(study, tasks folder): the task set checked against the dataset (and recorded in it when it
     is not yet, so `ingest` knows its ids), the database opened or created."""
     from ..catalog import load_catalog
@@ -403,7 +403,7 @@ def prepare_study(tasks, dataset, db=None, judgments=None, assignment_timeout=36
 
 def run_server(tasks, dataset, host="127.0.0.1", port=8000, db=None, judgments=None, assignment_timeout=3600.0,
                consent=None, completion_url=None, completion_code=None, hits_per_participant=1, admin_token=None,
-               synchronous="full", log=print) -> None:
+               synchronous="normal", log=print) -> None:
     """Serve a task set until interrupted (uvicorn, one process: the database has one writer)."""
     import uvicorn
 

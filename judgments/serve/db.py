@@ -7,7 +7,8 @@
     assignments   one participant doing one HIT: active -> complete, or released after the
                   assignment timeout; UNIQUE(hit, participant): nobody does a HIT twice
     answers       one row per answered trial, committed when it arrives (group commit;
-                  synchronous=FULL by default: acknowledged means on the disk)
+                  synchronous=NORMAL by default: acknowledged means in the WAL file,
+                  which a killed server keeps; FULL: on the disk, which a power cut keeps)
 
 Every change runs in one `BEGIN IMMEDIATE` transaction under one lock, so the quota check and
 the insert that depends on it cannot interleave: a HIT never has more than `judgments`
@@ -97,7 +98,7 @@ def is_study_db(path) -> bool:
 SYNCHRONOUS = ("full", "normal")
 
 
-def connect(path, readonly: bool = False, synchronous: str = "full") -> sqlite3.Connection:
+def connect(path, readonly: bool = False, synchronous: str = "normal") -> sqlite3.Connection:
     """synchronous full: a COMMIT returns once it is on the disk (survives a power cut);
     normal: once it is in the WAL file (survives a killed server, not a power cut; no fsync)."""
     if readonly:
@@ -119,7 +120,7 @@ class Study:
 
     def __init__(self, path, record: dict, judgments: Optional[int] = None, assignment_timeout: float = 3600.0,
                  completion_code: Optional[str] = None, admin_token: Optional[str] = None,
-                 clock: Callable[[], float] = time.time, synchronous: str = "full"):
+                 clock: Callable[[], float] = time.time, synchronous: str = "normal"):
         self.path = Path(path)
         self.record = record
         self.task = record["task"]
