@@ -21,7 +21,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from judgments.catalog import resolve_subset  # noqa: E402
 from judgments.ingest import IngestError, ingest_files  # noqa: E402
 from judgments.serve.app import create_app, prepare_study  # noqa: E402
-from judgments.serve.db import Study  # noqa: E402
+from judgments.serve.db import AnswerRefused, Study  # noqa: E402
 from judgments.store import COUNTS, ROWS, read_counts  # noqa: E402
 from serve_helpers import Participant, Server, answer_for, make_tasks  # noqa: E402
 from test_judgments_common import tiny_dataset  # noqa: E402,F401  (a fixture)
@@ -97,9 +97,9 @@ def test_assignment_quota_resume_release_and_no_hit_twice(tiny_dataset, tmp_path
     assert study.assign("p0")["id"] == got["p0"]["id"]  # not released: answered 201 s ago
     # the released assignment cannot take answers any more; p1 then gets a HIT it has not had
     t1 = got["p1"]["trials"][0]
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(AnswerRefused) as exc:
         study.record_answer(got["p1"]["token"], 1, t1["item"], answer_for("2afc", t1), 500)
-    assert getattr(exc.value, "status", None) == 409
+    assert exc.value.status == 409 and "released" in exc.value.reason
     p1_next = study.assign("p1")
     assert p1_next is None or p1_next["hit"] != got["p1"]["hit"]
     with sqlite3.connect(tmp_path / "s.sqlite") as c:
