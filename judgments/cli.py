@@ -17,11 +17,14 @@ from .evaluate import EvaluateError
 from .ingest import IngestError
 from .metrics import MetricError
 from .readers import ResultsError
+from .serve.db import StudyError
+from .plan import PlanError
+from .simulate import SimulateError
 from .store import StoreError
 from .tasks import DEFAULT_PRACTICE, DEFAULT_SENTINEL_RATE, PLATFORMS, TasksError
 
 PEOPLE_ERRORS = (CatalogError, TasksError, ResultsError, IngestError, StoreError, EvaluateError, MetricError,
-                 AggregateError, FileNotFoundError)
+                 AggregateError, StudyError, SimulateError, PlanError, FileNotFoundError)
 
 
 friendly_errors = people_errors(PEOPLE_ERRORS)
@@ -198,4 +201,177 @@ def evaluate(dataset, metrics, subset, batch_size, as_json):
     click.echo(format_results(results))
 
 
-COMMANDS = [tasks, ingest, judgments, evaluate]
+# ---------------------------------------------------------------- serve
+
+
+@click.command()
+@click.argument("tasks_dir", metavar="TASKS", type=click.Path(exists=True))
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False), required=True,
+              help="The dataset the tasks were made from.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; keep 127.0.0.1 behind a TLS reverse proxy (README).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--db", type=click.Path(dir_okay=False), default="study.sqlite", show_default=True,
+              help="The study database (SQLite, WAL); the same file again continues the study.")
+@click.option("--judgments", "judgments_wanted", type=click.IntRange(min=1), default=None,
+              help="Completed assignments wanted per HIT [default: the task set's --judgments].")
+@click.option("--assignment-timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="Seconds without an answer after which an assignment is released to others.")
+@click.option("--consent", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Consent/instructions text shown first (.txt as text, .html as markup).")
+@click.option("--completion-url", default=None,
+              help="Where to send participants at the end, e.g. https://app.prolific.com/submissions/complete?cc=CODE.")
+@click.option("--completion-code", default=None, help="The code shown at the end [default: cc= of the URL, or random].")
+@click.option("--hits-per-participant", type=click.IntRange(min=1), default=1, show_default=True,
+              help="HITs one participant may do (Prolific: 1; lab sessions: more).")
+@click.option("--admin-token", default=None, help="Token of /admin [default: random, kept in the database].")
+@click.option("--synchronous", type=click.Choice(["normal", "full"]), default="normal", show_default=True,
+              help="normal: an answer is acknowledged once in the database's WAL file (survives a killed server "
+                   "or a closed tab, not a power cut); full: once on the disk (survives a power cut; an fsync per "
+                   "group of answers, slower on slow disks).")
+@friendly_errors
+def serve(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
+          completion_code, hits_per_participant, admin_token, synchronous):
+    """Run the study yourself: serve a task set's 2AFC / JND pages and store every answer.
+
+    \b
+    Participants come with Prolific's PROLIFIC_PID, STUDY_ID, SESSION_ID, with ?participant=ID
+    (lab), or get an id kept in a cookie; each gets the next HIT that needs judgments. Every
+    answer is a row of the SQLite database, committed when it arrives; ingest it with
+    `bapps-build ingest study.sqlite --dataset DATASET`. Needs: pip install 'bapps-build[serve]'.
+
+    \b
+    Examples:
+      bapps-build serve jnd-lab --dataset dataset --db jnd.sqlite
+      bapps-build serve tasks-val --dataset dataset --judgments 5 \\
+          --completion-url 'https://app.prolific.com/submissions/complete?cc=C1234'
+    """
+    try:
+        from .serve.app import run_server
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        run_server(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
+                   completion_code, hits_per_participant, admin_token, synchronous,
+                   log=lambda m: click.echo(m, err=True))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# ---------------------------------------------------------------- simulate
+
+
+@click.command()
+@click.argument("tasks_dir", metavar="TASKS", type=click.Path(exists=True))
+@click.option("--observer", default="l2", show_default=True,
+              help="The distance the simulated observers perceive: l2, ssim, psnr or module:function.")
+@click.option("--noise", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="SIGMA of the Thurstone observer, in units of the median test distance (0: no noise).")
+@click.option("--workers", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Simulated workers (participants with --serve).")
+@click.option("--spammers", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of workers who answer at random.")
+@click.option("--rejects", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of assignments the requester rejected (files only).")
+@click.option("--platform", type=click.Choice(["mturk", "toloka", "generic"]), default="generic", show_default=True,
+              help="Export shape to write.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Results file to write (generic: .csv or .jsonl); the truth goes to OUT.truth.csv.")
+@click.option("--judgments", "judgments_wanted", type=click.IntRange(min=1), default=None,
+              help="Assignments per HIT [default: the task set's --judgments].")
+@click.option("--jnd-threshold", type=click.FloatRange(min=0), default=None,
+              help="JND: distance (median units) below which the observer says same [default: 30th percentile].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--serve", "serve_url", default=None,
+              help="Instead of a file: drive a running `bapps-build serve` at this URL over HTTP.")
+@click.option("--pace", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="--serve: seconds between one participant's answers.")
+@click.option("--hits-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--serve: HITs each participant asks for (the server's --hits-per-participant caps it).")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="--serve: stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@friendly_errors
+def simulate(tasks_dir, observer, noise, workers, spammers, rejects, platform, out, judgments_wanted, jnd_threshold,
+             seed, serve_url, pace, hits_per_worker, duration, as_json):
+    """A simulated crowd: dry-run tasks -> ingest -> report -> evaluate before paying.
+
+    Thurstone observers answer the task set's trials (P(p1) grows with D(ref,p0) - D(ref,p1);
+    JND "same" below a threshold), spammers at random; the results are written in the
+    platform's real export shape, or posted to a running `serve` (--serve URL, the load test).
+
+    \b
+    Examples:
+      bapps-build simulate tasks-val --observer ssim --noise 0.5 --workers 50 --spammers 0.1 \\
+          --rejects 0.05 --platform mturk --out sim/batch_results.csv
+      bapps-build simulate jnd-lab --serve http://127.0.0.1:8000/ --workers 30 --pace 2
+    """
+    from .serve.db import load_task_record
+    from .simulate import simulate_files, simulate_serve
+
+    record, folder = load_task_record(tasks_dir)
+    if serve_url:
+        summary = simulate_serve(record, folder, serve_url, observer, noise, workers, spammers, pace, hits_per_worker,
+                                 seed, duration, jnd_threshold)
+        for key in ("acked", "truth", "latencies"):
+            summary.pop(key)
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        lat = summary["latency_ms"]
+        click.echo(f"{summary['answers']} answers from {workers} participants in {summary['seconds']:.1f} s "
+                   f"({summary['answers_per_second']:.1f}/s); latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, "
+                   f"p99 {lat['p99']:.1f} ms; {len(summary['failures'])} failures")
+        for f in summary["failures"][:10]:
+            click.echo(f"  {f}", err=True)
+        return
+    if not out:
+        raise click.UsageError("give --out FILE (or --serve URL)")
+    summary = simulate_files(record, folder, out, observer, noise, workers, spammers, rejects, platform,
+                             judgments_wanted, seed, jnd_threshold)
+    summary.pop("truth")
+    summary.pop("plan")
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"wrote {summary['out']} ({platform}): {summary['assignments']} assignments by {workers} workers "
+               f"({len(summary['spammers'])} spammers), {summary['rejected']} rejected; truth in {summary['truth_file']}")
+
+
+# ---------------------------------------------------------------- plan
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@click.option("--metric", "metrics", multiple=True, help="Also plan the CI of this metric's score (repeatable).")
+@click.option("--judgments", "candidates", default="1,2,3,5,8,10,15,20", show_default=True,
+              help="Judgments per example to try, comma-separated.")
+@click.option("--examples", type=click.IntRange(min=2), default=None,
+              help="Examples of the planned study [default: as many as the pilot judged].")
+@click.option("--bootstrap", type=click.IntRange(min=50), default=1000, show_default=True)
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
+@click.option("--target", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Half-width wanted (e.g. 0.01): prints the smallest n that reaches it.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def plan(dataset, subset, metrics, candidates, examples, bootstrap, confidence, target, seed, as_json):
+    """How many judgments per example: bootstrap CIs of the human and metric 2AFC scores vs n.
+
+    Works from what a pilot (or `bapps-build simulate`) run ingested into DATASET.
+
+    \b
+    Example:
+      bapps-build plan dataset --subset 2afc/val/traditional --metric l2 --metric ssim --target 0.01
+    """
+    from .plan import format_plan, plan_subset
+
+    try:
+        ns = [int(x) for x in candidates.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{candidates!r}: comma-separated integers", param_hint="--judgments") from None
+    result = plan_subset(dataset, subset, metrics, ns, examples, bootstrap, confidence, target, seed)
+    click.echo(json.dumps(result, indent=2) if as_json else format_plan(result))
+
+
+COMMANDS = [tasks, ingest, judgments, evaluate, serve, simulate, plan]

@@ -16,6 +16,7 @@ import gc
 import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,10 +230,31 @@ def ingest_files(paths: Sequence, dataset, tasks: Sequence = (), min_sentinel_ac
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_labels, aggregate, log)
+        with tempfile.TemporaryDirectory(prefix="bapps-study-") as scratch:
+            paths, tasks = study_snapshots(paths, tasks, scratch)
+            return _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_labels, aggregate, log)
     finally:
         if was_enabled:
             gc.enable()
+
+
+def study_snapshots(paths, tasks, scratch):
+    """A `bapps-build serve` database is read as the generic JSON Lines of all its answers (plus
+    its task set): the same reader, checks and merge as any results file; answers already
+    ingested are duplicates, so a study ingested again adds only what is new."""
+    from .serve.db import is_study_db, snapshot_jsonl
+
+    out_paths, out_tasks = [], list(tasks)
+    for k, p in enumerate(paths):
+        if is_study_db(p):
+            folder = Path(scratch) / str(k)
+            folder.mkdir()
+            results, record = snapshot_jsonl(p, folder)
+            out_paths.append(results)
+            out_tasks.append(record)
+        else:
+            out_paths.append(p)
+    return out_paths, out_tasks
 
 
 def _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_labels, aggregate, log) -> dict:

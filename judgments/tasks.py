@@ -28,7 +28,7 @@ from .catalog import TASKS_DIR, Subset, opaque_id
 from .layouts import fill_template, render_layout, trial_columns
 from .sentinels import PRACTICE_STREAM, SENTINEL_STREAM, make_obvious_trials, sentinel_kinds
 
-PLATFORMS = ("mturk", "toloka", "generic")
+PLATFORMS = ("mturk", "toloka", "generic", "serve")  # serve: `bapps-build serve` renders the pages itself
 SIDE_STREAM, ORDER_STREAM = 3, 4
 DEFAULT_PRACTICE = {"2afc": 0, "jnd": 10}  # the paper's JND workers had 10 training pairs
 DEFAULT_SENTINEL_RATE = {"2afc": 0.1, "jnd": 0.2}  # JND: 40 sentinels per 160 test pairs
@@ -169,7 +169,8 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
         "hits": hits,
     }
     record_in_dataset(subset, record)  # first: a clash of names stops before the platform files
-    writers = {"mturk": write_mturk, "toloka": write_toloka, "generic": write_generic}
+    writers = {"mturk": write_mturk, "toloka": write_toloka, "generic": write_generic,
+               "serve": lambda *args: None}
     writers[s.platform](out, record, images)
     write_json_atomic(out / "tasks.json", record)
     (out / "README.txt").write_text(next_steps(record), encoding="utf-8")
@@ -322,7 +323,9 @@ def next_steps(record: dict) -> str:
              f"{d['test_trials_per_hit']} test, {d['sentinels_per_hit']} sentinels.",
              f"Wanted: {s['judgments']} judgments per example.", "",
              "1. Host the folder images/ so that its files are reachable at the image addresses "
-             "(--base-url)." if s["base_url"] else "1. Keep images/ beside generic/ (the pages link to ../images/)."]
+             "(--base-url)." if s["base_url"] else
+             "1. Keep images/ in this folder (`bapps-build serve` sends them itself)." if s["platform"] == "serve" else
+             "1. Keep images/ beside generic/ (the pages link to ../images/)."]
     if record["settings"]["platform"] == "mturk":
         lines += ["2. MTurk requester site: New project > Custom; paste mturk/layout.html as the design layout;",
                   f"   set 'Number of assignments per task' to {s['judgments']}.",
@@ -336,6 +339,13 @@ def next_steps(record: dict) -> str:
                   f"{d['sentinels_per_hit']} control tasks per suite; upload toloka/tasks.tsv",
                   "   (GOLDEN:choice marks the control tasks) and toloka/training.tsv to a training pool.",
                   "4. Download the results TSV, then:"]
+    elif record["settings"]["platform"] == "serve":
+        lines += ["2. Serve it (pip install 'bapps-build[serve]'); participants open the printed study URL",
+                  "   (lab: ?participant=ID; Prolific: PROLIFIC_PID, STUDY_ID, SESSION_ID):",
+                  f"   bapps-build serve TASKS --dataset {record['dataset']} --db study.sqlite",
+                  "3. Ingest the study database (as often as you like; only new answers are added):",
+                  f"   bapps-build ingest study.sqlite --dataset {record['dataset']}", ""]
+        return "\n".join(lines + ["tasks.json (also in the dataset, judgments/tasks/) says what every trial id means.", ""])
     else:
         lines += ["2. Give each participant a page generic/hit-NNNN.html (served over http, or opened as a file).",
                   "   The page offers the answers as a JSON Lines file at the end (worker, item, response, side).",
