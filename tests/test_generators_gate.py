@@ -138,3 +138,18 @@ def test_gate_rule_on_known_outputs():
                                      for r in refs])
     assert mild["accepted"], mild["reasons"]
     assert mild["calibration"]["blend"] == sorted(mild["calibration"]["blend"])
+
+
+def test_cli_train_runs_the_gate(tmp_path):
+    from generators.cli import generators as generators_cli
+
+    bank = make_bank(tmp_path / "b", [tiny()])
+    runner = CliRunner()
+    result = runner.invoke(generators_cli, ["train", str(bank.path), "--steps", "2", "--batch-size", "2",
+                                            "--patch-size", "32", "--device", "cpu", "--quiet", "--no-vgg"])
+    assert result.exit_code == 0, result.output
+    assert "quality gate: " in result.output and "gate: net-000:" in result.output
+    rows = json.loads(runner.invoke(generators_cli, ["list", str(bank.path), "--json"]).output)
+    assert rows[0]["state"] in ("done", "rejected") and rows[0]["gate"]["patches"] == gate.GATE_PATCHES
+    result = runner.invoke(generators_cli, ["gate", str(bank.path)])
+    assert result.exit_code == 0 and ("1 accepted" in result.output or "1 rejected" in result.output), result.output
