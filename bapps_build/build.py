@@ -20,6 +20,7 @@ from .executors import default_workers, run_units
 from .jobs import BuildError, Job, check_target, open_job, progress_bar, run_job
 from .layout import SOURCES, stem, stem_width, subset_dir
 from .recipes import render, sample_recipe
+from .stats import build_difficulty
 from .sources import Source, SourceCache, SourceError, discover_sources, inspect_source, select_sources
 
 __all__ = ["BuildContext", "BuildError", "run_build", "format_report", "prepare"]
@@ -175,7 +176,10 @@ def run_build(cfg: BuildConfig, out_root, *, workers: Optional[int] = None, resu
                 "chain_lengths": dict(sorted(totals.get("chain_lengths", {}).items())),
                 "flat_patches_kept": totals.get("flat_fallbacks", 0),
                 "max_flat_attempts": cfg.max_flat_attempts,
-                "mean_crop_attempts": round(totals.get("crop_attempts", 0) / cfg.n, 3)}
+                "mean_crop_attempts": round(totals.get("crop_attempts", 0) / cfg.n, 3),
+                # the difficulty profile of what was just written (bapps_build/stats.py; at most
+                # BUILD_SAMPLE examples, a few seconds)
+                "difficulty": build_difficulty(ctx.out, cfg.task)}
 
     return run_job(ctx, workers=workers, executor=executor, scheduler=scheduler, resume=resume,
                    progress=progress, log=log, desc=f"{cfg.task}/{cfg.split}/{cfg.subset}",

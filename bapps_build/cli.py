@@ -334,6 +334,42 @@ def verify(dataset, no_checksums):
 
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the profiles (a list, one per subset) to this JSON file.")
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Measure only N examples per subset, drawn at random (fast look at a big tree).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+@click.option("--subset", default=None, help="Only TASK/SPLIT/SUBSET.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def stats(dataset, json_out, sample, seed, subset, quiet):
+    """Print the difficulty profile of each subset of a dataset.
+
+    Works on our builds and on plain BAPPS-format trees (anything `verify` accepts). Per
+    subset: the sides' visibility (the reference measure), the share of near-identical sides,
+    the p0/p1 visibility ratio, how often L2 and SSIM pick the same side; for JND the share
+    of pairs below threshold; with judge/ or same/ labels the human agreement and L2's and
+    SSIM's 2AFC scores; with a manifest, per family its use and median visibility.
+
+    Example: bapps-build stats data/ --sample 2000 --json profile.json
+    """
+    from .stats import StatsError, format_profile, profile_dataset
+
+    try:
+        results = profile_dataset(dataset, sample=sample, seed=seed, progress=not quiet, subset=subset)
+    except StatsError as exc:
+        raise click.ClickException(str(exc)) from None
+    for p in results:
+        click.echo(format_profile(p))
+    if json_out:
+        from .files import write_json_atomic
+
+        write_json_atomic(Path(json_out), results)
+        click.echo(f"wrote {json_out}")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="sheet.png or sheet.html")
 @click.option("--count", "--n", "count", type=click.IntRange(min=1), default=24, show_default=True,
               help="How many examples.")

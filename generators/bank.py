@@ -4,7 +4,8 @@
 BANK/
   bank.json              seed, count, the ranges drawn from, the network names
   net-000.json           the config of network 0 (generators.config)
-  net-000.status.json    pending | training | done | failed, steps done, reason, checksum
+  net-000.status.json    pending | training | done | failed | rejected, steps done, reason, checksum,
+                         the quality gate's scores and the severity calibration (generators/gate.py)
   net-000.pt             the trained generator (when done): {"state_dict", "config_sha256", "format"}
   net-000.resume.pt      periodic training state (while training; removed when done)
 ```
@@ -26,7 +27,7 @@ from .config import DEFAULT_RANGES, config_sha256, network_name, sample_bank_con
 BANK_FILE = "bank.json"
 BANK_FORMAT = "bapps-build-generator-bank/1"
 CHECKPOINT_FORMAT = "bapps-build-generator-checkpoint/1"
-STATES = ("pending", "training", "done", "failed")
+STATES = ("pending", "training", "done", "failed", "rejected")  # rejected: by the quality gate (gate.py)
 
 
 class BankError(RuntimeError):
@@ -151,6 +152,7 @@ def bank_table(bank_path) -> List[dict]:
         rows.append({"name": n, "state": st.get("state", "pending"), "steps_done": st.get("steps_done", 0),
                      "steps_total": st.get("steps_total"), "reason": st.get("reason"),
                      "vgg_term": st.get("vgg_term"), "checkpoint_sha256": st.get("checkpoint_sha256"),
+                     "gate": st.get("gate"), "calibrated": bool(st.get("calibration")),
                      "summary": summarize_config(bank.config(n))})
     return rows
 

@@ -98,10 +98,12 @@ def sample_command(count, seed, out):
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: processes on this machine. dask: one network per Dask task (--scheduler, or a LocalCluster).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://head-node:8786.")
+@click.option("--no-gate", is_flag=True,
+              help="Do not score the newly trained networks with the quality gate (run `generators gate` later).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly_errors
 def train_command(bank, sources, steps, epochs, batch_size, patch_size, val_fraction, device, checkpoint_every,
-                  vgg_weights, no_vgg, retry_failed, networks, workers, executor, scheduler, quiet):
+                  vgg_weights, no_vgg, retry_failed, networks, workers, executor, scheduler, no_gate, quiet):
     """Train every network of BANK that is not trained yet.
 
     Run it again after an interruption: finished networks are kept, the ones that were
@@ -133,6 +135,42 @@ def train_command(bank, sources, steps, epochs, batch_size, patch_size, val_frac
                f"{len(summary['skipped'])} skipped (already done or failed before) on {summary['device']}")
     for name, reason in summary["failed"].items():
         click.echo(f"  {name} failed: {reason}")
+    if summary["trained"] and not no_gate:
+        from .gate import gate_bank
+
+        results = gate_bank(bank, device=summary["device"], log=lambda m: click.echo(f"  gate: {m}"),
+                            only=list(summary["trained"]))
+        rejected = [n for n, st in results.items() if st["state"] == "rejected"]
+        click.echo(f"quality gate: {len(results) - len(rejected)} accepted, {len(rejected)} rejected")
+
+
+@generators.command("gate")
+@click.argument("bank", type=click.Path(exists=True, file_okay=False))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--networks", multiple=True, help="Only these networks (comma-separated names).")
+@friendly_errors
+def gate_command(bank, device, networks):
+    """Score each trained network on held-out patches; reject those outside the traditional
+    families' visibility range or that destroy content; calibrate the accepted ones' severity.
+
+    A network is rejected when more than 25% of 48 held-out natural-photo patches come out
+    with SSIM < 0.3 or visibility > 2 x target_visibility(1), or when its median visibility
+    is above 2 x target_visibility(1) or below the visibility threshold. Rejected networks
+    are never used by the cnn family or the cnn and mix subsets. `generators train` runs
+    the gate on what it trained (unless --no-gate); run this for banks trained before.
+
+    \b
+    Example:
+      bapps-build generators gate bank
+    """
+    from .gate import gate_bank
+
+    results = gate_bank(bank, device=device, log=click.echo, only=_names(networks))
+    if not results:
+        raise click.ClickException(f"{bank} has no trained network to gate; train it with "
+                                   f"`bapps-build generators train {bank}`")
+    rejected = [n for n, st in results.items() if st["state"] == "rejected"]
+    click.echo(f"{len(results) - len(rejected)} accepted, {len(rejected)} rejected")
 
 
 @generators.command("list")
@@ -140,7 +178,8 @@ def train_command(bank, sources, steps, epochs, batch_size, patch_size, val_frac
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
 def list_command(bank, as_json):
-    """Show each network's state (pending, training, done, failed and why) and config summary."""
+    """Show each network's state (pending, training, done, failed or rejected and why), its quality
+    gate scores and config summary."""
     from .bank import bank_table
 
     rows = bank_table(bank)
@@ -150,6 +189,10 @@ def list_command(bank, as_json):
     for r in rows:
         steps = f"{r['steps_done']}/{r['steps_total']}" if r["steps_total"] else ""
         line = f"{r['state']:<8} {steps:>9}  {r['summary']}"
+        if r.get("gate"):
+            g = r["gate"]
+            line += (f"\n           gate: median visibility {g['median_visibility']}, destroyed "
+                     f"{100 * g['destroyed_share']:.0f}%" + (", severity calibrated" if r.get("calibrated") else ""))
         if r["reason"]:
             line += f"\n           reason: {r['reason']}"
         click.echo(line)

@@ -59,15 +59,22 @@ class LoadedBank:
         self.path = self.bank.path
         self.device = resolve_device(device)
         self.sha: Dict[str, str] = {}
-        for name in self.bank.done_networks():
-            sha = self.bank.status(name).get("checkpoint_sha256")
+        self.calibration: Dict[str, dict] = {}  # the gate's blend calibration (gate.py), when gated
+        for name in self.bank.done_networks():  # rejected networks are not "done": never used
+            status = self.bank.status(name)
+            sha = status.get("checkpoint_sha256")
             if sha:
                 self.sha[name] = sha
+                if status.get("calibration"):
+                    self.calibration[name] = status["calibration"]
         self.names: List[str] = sorted(self.sha)
         if not self.names:
             states = [s.get("state", "pending") for s in self.bank.statuses()]
-            counts = ", ".join(f"{states.count(k)} {k}" for k in ("pending", "training", "failed") if states.count(k))
-            raise BankError(f"{self.path} has no trained network ({counts}); train it with "
+            counts = ", ".join(f"{states.count(k)} {k}" for k in ("pending", "training", "failed", "rejected")
+                               if states.count(k))
+            hint = (" (rejected ones were refused by the quality gate: see their reason with `bapps-build generators "
+                    f"list {self.path}`; retrain them with other configs or more steps)" if "rejected" in states else "")
+            raise BankError(f"{self.path} has no trained network it can use ({counts}){hint}; train it with "
                             f"`bapps-build generators train {self.path}`")
         self.digest = bank_digest(self.sha.items())
         self._models = {}
@@ -123,14 +130,31 @@ def active_bank() -> LoadedBank:
 def cnn_sample(rng: np.random.Generator, severity: float) -> dict:
     bank = active_bank()
     name = bank.names[int(rng.integers(len(bank.names)))]
+    knots = bank.calibration.get(name)
+    if knots is None:  # an ungated network: severity drives the corruption (the old path)
+        return {"network": name, "checkpoint_sha256": bank.sha[name],
+                "corruption": sample_corruption(bank.config(name)["corruption"], rng, severity)}
+    # a gated network: the corruption at the gate's severity, severity -> blend t (gate.py)
+    from .gate import GATE_SEVERITY
+
     return {"network": name, "checkpoint_sha256": bank.sha[name],
-            "corruption": sample_corruption(bank.config(name)["corruption"], rng, severity)}
+            "corruption": sample_corruption(bank.config(name)["corruption"], rng, GATE_SEVERITY),
+            "blend": float(np.interp(severity, knots["severity"], knots["blend"]))}
+
+
+def _finish_step(ref: np.ndarray, out: np.ndarray, params) -> np.ndarray:
+    """The network's output, blended with ref when the step records a blend (calibrated)."""
+    if "blend" not in params:
+        return out  # old manifests and ungated banks: exactly as before
+    from .gate import blend
+
+    return blend(ref, out, float(params["blend"]))
 
 
 def cnn_apply(image: np.ndarray, params) -> np.ndarray:
     bank = active_bank()
     name = bank.check(params)
-    return bank.run(name, [apply_corruption(image, params["corruption"])])[0]
+    return _finish_step(image, bank.run(name, [apply_corruption(image, params["corruption"])])[0], params)
 
 
 CNN_PARAMS = {
@@ -138,9 +162,11 @@ CNN_PARAMS = {
     "checkpoint_sha256": "SHA-256 of that network's checkpoint file (a retrained network is refused)",
     "corruption": "the input corruption: {kind: null | pink_noise | white_noise | color_removal | downsample, "
                   "sigma and seed for the noise kinds, factor for downsample}",
+    "blend": "(gated networks) t in [0, 1]: output = ref + t (net(corrupted ref) - ref); absent in older recipes",
 }
-CNN_SEVERITY = ("the corruption's strength where it has one (noise sigma over the network's sigma_min..sigma_max); "
-                "recorded only for null, color removal and downsampling; the network is drawn uniformly")
+CNN_SEVERITY = ("gated networks (generators gate): the blend t of the output with the reference, fitted per network "
+                "so the median visibility follows the common calibration curve; ungated: the corruption's strength "
+                "where it has one (noise sigma over sigma_min..sigma_max); the network is drawn uniformly")
 
 
 def register_bank(bank_path, device: str = "cpu") -> LoadedBank:
@@ -196,13 +222,13 @@ def render_batch(ctx, recipes: Sequence[dict], refs: Sequence[np.ndarray]) -> Li
                 # the networks see the patch itself, as they were trained
                 params = chain[0]["params"]
                 ref = np.ascontiguousarray(center(context, margin))
-                jobs[bank.check(params)].append((i, key, apply_corruption(ref, params["corruption"])))
+                jobs[bank.check(params)].append((i, key, ref, params, apply_corruption(ref, params["corruption"])))
             else:
                 distorted[i][key] = apply_in_context(context, chain, margin)
     for name in sorted(jobs):
         items = jobs[name]
-        for (i, key, _), out in zip(items, bank.run(name, [x for _, _, x in items])):
-            distorted[i][key] = out
+        for (i, key, ref, params, _), out in zip(items, bank.run(name, [x for *_, x in items])):
+            distorted[i][key] = _finish_step(ref, out, params)
     return [images_by_folder(recipe, patches[i], distorted[i]) for i, recipe in enumerate(recipes)]
 
 
