@@ -67,7 +67,8 @@ def response_value(task: str, response: str, side: str) -> Optional[int]:
     return 0 if r == s else 1  # the side chosen is where p0 was: p0 preferred
 
 
-COLUMNS = ("worker", "assignment", "item", "response", "side", "value", "rejected", "time_ms", "source", "line")
+COLUMNS = ("worker", "assignment", "item", "response", "side", "value", "rejected", "time_ms", "source", "line",
+           "submitted", "status_time", "status_rank", "timing")
 
 
 def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict[int, Rows],
@@ -124,6 +125,10 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
         rows.time_ms.extend(pick(raw.time_ms))
         rows.source.extend([tag] * len(value))
         rows.line.extend(pick(raw.line))
+        rows.submitted.extend(pick(raw.submitted))
+        rows.status_time.extend(pick(raw.status_time))
+        rows.status_rank.extend(pick(raw.status_rank))
+        rows.timing.extend(pick(raw.timing))
     return {"unknown": 0}
 
 
@@ -139,12 +144,14 @@ def unknown_item_reason(item: str, catalog: Catalog) -> str:
 
 
 def merge(old: Rows, new: Rows) -> Dict[str, int]:
-    """Add new judgments to old in place. The same (worker, assignment, item) again: its status
-    follows the newer file (a batch downloaded again after approving/rejecting), its answer the
-    first one; a different answer is counted as a conflict."""
+    """Add new judgments to old in place. The same (worker, assignment, item) again is a duplicate:
+    its answer stays the first one (a different answer is counted as a conflict), its status is
+    the greater (status_rank, status_time, rejected) of the two (readers.py: the platform's latest
+    decision, by the export's own times), so several downloads of one batch give the same table
+    in one command or in several, in any order."""
     n_old = len(old)
     index = dict(zip(zip(old.worker, old.assignment, old.item), range(n_old)))
-    stats = {"new": 0, "duplicates": 0, "status_updates": 0, "conflicts": 0}
+    stats = {"new": 0, "duplicates": 0, "status_updates": 0, "statuses_refreshed": 0, "conflicts": 0}
     fresh: List[int] = []  # rows of `new` that are new judgments
     for j, key in enumerate(zip(new.worker, new.assignment, new.item)):
         k = index.get(key)
@@ -153,12 +160,23 @@ def merge(old: Rows, new: Rows) -> Dict[str, int]:
             fresh.append(j)
             continue
         stats["duplicates"] += 1
-        first_value = old.value[k] if k < n_old else new.value[fresh[k - n_old]]
-        if first_value != new.value[j]:
+        table, r = (old, k) if k < n_old else (new, fresh[k - n_old])
+        if table.value[r] != new.value[j]:
             stats["conflicts"] += 1
-        if k < n_old and old.rejected[k] != new.rejected[j]:
-            old.rejected[k] = new.rejected[j]
-            stats["status_updates"] += 1
+        if (new.status_rank[j], new.status_time[j], new.rejected[j]) > \
+                (table.status_rank[r], table.status_time[r], table.rejected[r]):
+            if table.rejected[r] != new.rejected[j]:
+                stats["status_updates"] += 1
+            elif k < n_old:
+                stats["statuses_refreshed"] += 1
+            table.rejected[r], table.status_rank[r] = new.rejected[j], new.status_rank[j]
+            table.status_time[r] = new.status_time[j]
+        if not table.submitted[r] and new.submitted[j]:
+            table.submitted[r] = new.submitted[j]
+            stats["statuses_refreshed"] += k < n_old
+        if not table.timing[r] and new.timing[j]:
+            table.timing[r] = new.timing[j]
+            stats["statuses_refreshed"] += k < n_old
     stats["new"] = len(fresh)
     everything = len(fresh) == len(new)
     for name in COLUMNS:
@@ -318,7 +336,7 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
     """Stage what changed for one subset; returns whether anything did."""
     subset, store = sj.subset, sj.subset.store
     changed = False
-    new_rows = sj.stats["new"] or sj.stats["status_updates"]
+    new_rows = sj.stats["new"] or sj.stats["status_updates"] or sj.stats.get("statuses_refreshed")
     if new_rows or not (store / ROWS).exists():
         txn.write(store / ROWS, rows_text(sj.rows))
         changed = True
