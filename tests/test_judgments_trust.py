@@ -1,0 +1,330 @@
+"""Crowd results you can trust (issue 9): statuses by the export's own times, answer shapes that
+cannot be read, sentinels that cannot be spotted, one vote per person, JND timing, the report.
+
+Every results file here is written the way the platform writes it: MTurk's "Download CSV"
+(every field quoted, CRLF, a BOM for Excel's copy, times as "Tue Nov 24 10:15:45 PST 2026"),
+Toloka's TSV with its ASSIGNMENT:* columns and ISO times.
+"""
+import csv
+import io
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from judgments.catalog import resolve_subset
+from judgments.cli import ingest
+from judgments.ingest import IngestError, ingest_files
+from judgments.tasks import TaskSettings, build_task_set
+from test_judgments_common import (flip, mturk_csv, read_input_rows, right_answer, tiny_dataset,  # noqa: F401
+                                   trial_count)
+
+AFC = "2afc/val/traditional"
+JND = "jnd/val/traditional"
+
+
+def counts_of(dataset, subset=AFC):
+    with open(Path(dataset) / subset / "judgments" / "counts.csv", newline="") as f:
+        return {r["stem"]: (int(r.get("n_p1") or r.get("n_same")), int(r["n_total"])) for r in csv.DictReader(f)}
+
+
+def mturk_time(day, hour, minute=0, second=0, zone="PST"):
+    """MTurk's own format: 'Tue Nov 24 10:15:45 PST 2026' (Nov 2026: the 24th is a Tuesday)."""
+    names = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    weekday = names[(day - 22) % 7]  # Nov 22 2026 is a Sunday
+    return f"{weekday} Nov {day:02d} {hour:02d}:{minute:02d}:{second:02d} {zone} 2026"
+
+
+def download(record, rows, assignments, statuses, bom=False):
+    """An MTurk batch results CSV as "Download CSV" writes it (every field quoted, CRLF).
+    assignments: [(hit, worker, assignment id, answer_fn)]; statuses: assignment id -> dict of
+    AssignmentStatus, SubmitTime, ApprovalTime, RejectionTime, Approve, Reject."""
+    text = mturk_csv(record, rows, [(h, w, a, "Submitted", fn) for h, w, a, fn in assignments])
+    table = list(csv.DictReader(io.StringIO(text, newline="")))
+    for r in table:
+        r.update({"AcceptTime": mturk_time(24, 9), "AutoApprovalTime": mturk_time(27, 9), "Reject": ""})
+        r.update(statuses[r["AssignmentId"]])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(table[0]), quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(table)
+    return ("\ufeff" if bom else "") + buf.getvalue()
+
+
+def taste(stem):
+    return "p1" if int(stem) % 3 == 0 else "p0"
+
+
+def worker_fn(record, want):
+    """Sentinels right; test triplets: want(stem) -> p0/p1, answered on the page's sides."""
+    def answer(item, side):
+        info = record["items"][item]
+        if info["kind"] == "test":
+            return side if want(info["stem"]) == "p0" else flip(side)
+        return right_answer(record, item, side)
+    return answer
+
+
+@pytest.fixture
+def afc_batch(tiny_dataset, tmp_path):
+    subset = resolve_subset(tiny_dataset, AFC)
+    record = build_task_set(subset, tmp_path / "tasks",
+                            TaskSettings("mturk", 3, 4, 0.2, 0, "https://example.org/img", 0, "val-batch"))
+    return tiny_dataset, record, read_input_rows(tmp_path / "tasks")
+
+
+def three_downloads(record, rows, tmp_path):
+    """Per HIT two careful workers and a lazy one (p1 everywhere, sentinels right). An interim
+    download (all Submitted), the requester's Excel-reviewed copy of it (lazy ones marked Reject,
+    the rest Approve), the final download (lazy ones Rejected, except in HIT 0 where the requester
+    approved the rejected assignment again a day later: it counts)."""
+    assignments, interim, reviewed, final = [], {}, {}, {}
+    for h in range(len(rows)):
+        for w, want in (("WCAREFUL1", taste), ("WCAREFUL2", taste), ("WLAZY", lambda s: "p1")):
+            a = f"3ASSIGN{h}{w}"
+            assignments.append((h, w, a, worker_fn(record, want)))
+            submitted = mturk_time(24, 10, 15, 45 + h)
+            interim[a] = {"AssignmentStatus": "Submitted", "SubmitTime": submitted, "ApprovalTime": "",
+                          "RejectionTime": ""}
+            lazy = w == "WLAZY"
+            reviewed[a] = dict(interim[a], **({"Reject": "answered p1 everywhere"} if lazy else {"Approve": "x"}))
+            if lazy and h == 0:
+                final[a] = {"AssignmentStatus": "Approved", "SubmitTime": submitted,
+                            "RejectionTime": mturk_time(25, 8), "ApprovalTime": mturk_time(26, 8, zone="PST")}
+            elif lazy:
+                final[a] = {"AssignmentStatus": "Rejected", "SubmitTime": submitted, "RejectionTime": mturk_time(25, 8),
+                            "ApprovalTime": "", "RequesterFeedback": "answered p1 everywhere"}
+            else:
+                final[a] = {"AssignmentStatus": "Approved", "SubmitTime": submitted, "ApprovalTime": mturk_time(25, 8),
+                            "RejectionTime": ""}
+    files = {"interim": ("Batch_4242_batch_results.csv", interim, False),
+             "final": ("Batch_4242_batch_results (1).csv", final, False),
+             "reviewed": ("reviewed.csv", reviewed, True)}
+    out = {}
+    for key, (name, statuses, bom) in files.items():
+        path = tmp_path / "downloads" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(download(record, rows, assignments, statuses, bom=bom), encoding="utf-8", newline="")
+        out[key] = path
+    return out
+
+
+def expected_after_review(record, rows):
+    """Careful workers twice; the lazy worker's p1 only in HIT 0 (approved again)."""
+    counts = {f"{k:06d}": [2 if taste(f"{k:06d}") == "p1" else 0, 2] for k in range(12)}
+    for i in range(1, trial_count(rows[0]) + 1):
+        info = record["items"][rows[0][f"item{i}"]]
+        if info["kind"] == "test":
+            counts[info["stem"]][0] += 1
+            counts[info["stem"]][1] += 1
+    return {k: tuple(v) for k, v in counts.items()}
+
+
+def state(dataset, summary_or_none=None):
+    from judgments.store import read_rows
+    rows = read_rows(Path(dataset) / AFC / "judgments" / "rows.tsv")
+    rejected = sorted({a for a, r in zip(rows.assignment, rows.rejected) if r})
+    return counts_of(dataset), rejected
+
+
+def test_several_downloads_in_one_command_equal_one_at_a_time_in_any_order(afc_batch, tmp_path):
+    dataset, record, rows = afc_batch
+    files = three_downloads(record, rows, tmp_path)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(dataset, pristine)
+    want_counts = expected_after_review(record, rows)
+    want_rejected = sorted(f"3ASSIGN{h}WLAZY" for h in range(1, len(rows)))
+    for order in itertools.permutations(["interim", "final", "reviewed"]):
+        for together in (True, False):
+            shutil.rmtree(dataset)
+            shutil.copytree(pristine, dataset)
+            if together:
+                summary = ingest_files([files[k] for k in order], dataset)
+                assert summary["subsets"][AFC]["rows"]["rejected"] == len(want_rejected) * trial_count(rows[0]), order
+            else:
+                for k in order:
+                    ingest_files([files[k]], dataset)
+            got_counts, got_rejected = state(dataset)
+            assert got_rejected == want_rejected, (order, together)
+            assert got_counts == want_counts, (order, together)
+
+
+def test_reviewed_copy_rejects_until_the_platform_decides(afc_batch, tmp_path):
+    """The interim download and the requester's reviewed copy of it (no final yet): the Reject
+    marks stand whatever the order; the final download then decides (HIT 0's lazy one approved)."""
+    dataset, record, rows = afc_batch
+    files = three_downloads(record, rows, tmp_path)
+    ingest_files([files["reviewed"]], dataset)
+    summary = ingest_files([files["interim"]], dataset)
+    assert summary["subsets"][AFC]["this_ingest"]["status_updates"] == 0
+    assert state(dataset)[1] == sorted(f"3ASSIGN{h}WLAZY" for h in range(len(rows)))
+    summary = ingest_files([files["final"]], dataset)
+    assert summary["subsets"][AFC]["this_ingest"]["status_updates"] == trial_count(rows[0])  # HIT 0's lazy one
+    assert state(dataset)[1] == sorted(f"3ASSIGN{h}WLAZY" for h in range(1, len(rows)))
+
+
+TOLOKA_HEADER = ["INPUT:item", "INPUT:p0side", "INPUT:ref", "INPUT:left", "INPUT:right", "OUTPUT:choice",
+                 "GOLDEN:choice", "HINT:text", "ASSIGNMENT:link", "ASSIGNMENT:task_id", "ASSIGNMENT:assignment_id",
+                 "ASSIGNMENT:task_suite_id", "ASSIGNMENT:worker_id", "ASSIGNMENT:status", "ASSIGNMENT:started",
+                 "ASSIGNMENT:submitted", "ASSIGNMENT:accepted", "ASSIGNMENT:rejected", "ASSIGNMENT:skipped",
+                 "ASSIGNMENT:expired", "ASSIGNMENT:reward", "ACCEPT:verdict", "ACCEPT:comment"]
+
+
+def toloka_export(record, rows, suites, statuses):
+    """Toloka's "Download results" TSV. suites: [(hit, worker, assignment, answer_fn)];
+    statuses: assignment -> {ASSIGNMENT:status, ASSIGNMENT:accepted, ...}."""
+    lines = ["\t".join(TOLOKA_HEADER)]
+    for h, worker, assignment, fn in suites:
+        row = rows[h]
+        for i in range(1, trial_count(row) + 1):
+            item, side = row[f"item{i}"], row[f"p0side{i}"]
+            values = {h_: "" for h_ in TOLOKA_HEADER}
+            values.update({"INPUT:item": item, "INPUT:p0side": side, "INPUT:ref": row[f"ref{i}"],
+                           "INPUT:left": row[f"left{i}"], "INPUT:right": row[f"right{i}"],
+                           "OUTPUT:choice": fn(item, side), "ASSIGNMENT:link": f"https://toloka.ai/task/x/{assignment}",
+                           "ASSIGNMENT:task_id": f"000{h}{i}", "ASSIGNMENT:assignment_id": assignment,
+                           "ASSIGNMENT:task_suite_id": f"suite{h}", "ASSIGNMENT:worker_id": worker,
+                           "ASSIGNMENT:started": "2026-11-24T10:00:00.120", "ASSIGNMENT:reward": "0.05"})
+            if record["items"][item]["kind"] == "sentinel":
+                values["GOLDEN:choice"] = right_answer(record, item, side)
+            values.update(statuses[assignment])
+            lines.append("\t".join(values[c] for c in TOLOKA_HEADER))
+    return "\n".join(lines) + "\n"
+
+
+def test_toloka_older_download_never_unrejects(afc_batch, tmp_path):
+    dataset, record, rows = afc_batch
+    suites, interim, final = [], {}, {}
+    for h in range(len(rows)):
+        for w, want in (("tw1", taste), ("tw2", taste), ("tlazy", lambda s: "p1")):
+            a = f"00001d{h}{w}"
+            suites.append((h, w, a, worker_fn(record, want)))
+            interim[a] = {"ASSIGNMENT:status": "SUBMITTED", "ASSIGNMENT:submitted": f"2026-11-24T10:{h:02d}:00.500"}
+            final[a] = dict(interim[a], **({"ASSIGNMENT:status": "REJECTED", "ASSIGNMENT:rejected": "2026-11-25T08:00:00",
+                                            "ACCEPT:comment": "p1 everywhere"} if w == "tlazy" else
+                                           {"ASSIGNMENT:status": "APPROVED", "ASSIGNMENT:accepted": "2026-11-25T08:00:00"}))
+    older = tmp_path / "assignments_from_pool_interim.tsv"
+    newer = tmp_path / "assignments_from_pool_final.tsv"
+    older.write_text(toloka_export(record, rows, suites, interim))
+    newer.write_text(toloka_export(record, rows, suites, final))
+    ingest_files([newer], dataset)
+    after_final = state(dataset)
+    ingest_files([older], dataset)  # the older download afterwards: changes nothing
+    assert state(dataset) == after_final
+    assert len(after_final[1]) == len(rows)
+    want = {f"{k:06d}": (2 if taste(f"{k:06d}") == "p1" else 0, 2) for k in range(12)}
+    assert after_final[0] == want
+    # a reviewed copy with Toloka's ACCEPT:verdict (the file uploaded to review): '-' rejects a SUBMITTED one
+    reviewed = {a: dict(s, **({"ACCEPT:verdict": "-"} if "tlazy" in a else {"ACCEPT:verdict": "+"}))
+                for a, s in interim.items()}
+    text = toloka_export(record, rows, suites, reviewed)
+    path = tmp_path / "review.tsv"
+    path.write_text(text)
+    from judgments.readers import read_results
+    raw = read_results(path)
+    assert sum(raw.rejected) == trial_count(rows[0]) * len(rows) and set(raw.status_rank) == {1}
+
+
+def test_toloka_downloads_in_one_command_any_order(afc_batch, tmp_path):
+    dataset, record, rows = afc_batch
+    suites, interim, final = [], {}, {}
+    for h in range(len(rows)):
+        for w, want in (("tw1", taste), ("tw2", taste), ("tlazy", lambda s: "p1")):
+            a = f"00001d{h}{w}"
+            suites.append((h, w, a, worker_fn(record, want)))
+            interim[a] = {"ASSIGNMENT:status": "SUBMITTED", "ASSIGNMENT:submitted": f"2026-11-24T10:{h:02d}:00.500"}
+            final[a] = dict(interim[a], **({"ASSIGNMENT:status": "REJECTED", "ASSIGNMENT:rejected": "2026-11-25T08:00:00"}
+                                           if w == "tlazy" else
+                                           {"ASSIGNMENT:status": "APPROVED", "ASSIGNMENT:accepted": "2026-11-25T08:00:00"}))
+    older, newer = tmp_path / "interim.tsv", tmp_path / "final.tsv"
+    older.write_text(toloka_export(record, rows, suites, interim))
+    newer.write_text(toloka_export(record, rows, suites, final))
+    pristine = tmp_path / "pristine"
+    shutil.copytree(dataset, pristine)
+    results = set()
+    for order in ((older, newer), (newer, older)):
+        shutil.rmtree(dataset)
+        shutil.copytree(pristine, dataset)
+        ingest_files(list(order), dataset)
+        counts, rejected = state(dataset)
+        results.add((json.dumps(counts, sort_keys=True), tuple(rejected)))
+    assert len(results) == 1
+    assert len(next(iter(results))[1]) == len(rows)
+
+
+def test_an_unreadable_mturk_time_is_an_error_naming_line_and_column(afc_batch, tmp_path):
+    dataset, record, rows = afc_batch
+    files = three_downloads(record, rows, tmp_path)
+    text = files["final"].read_text(encoding="utf-8").replace(mturk_time(25, 8), "sometime on Wednesday", 1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text, encoding="utf-8", newline="")
+    with pytest.raises(IngestError, match=r"bad.csv, line \d+: column (ApprovalTime|RejectionTime): 'sometime on"):
+        ingest_files([bad], dataset)
+    assert not (dataset / AFC / "judgments" / "rows.tsv").exists()
+
+
+# ---------------------------------------------------------------- answer shapes
+
+
+def radio_download(record, rows, assignments, names):
+    """Answer.taskAnswers from crowd-radio-group: [{"left1": {"left": true}, "right1": {"right": false}, ...}],
+    items only in Input.item<i> (radio buttons carry no hidden inputs)."""
+    text = mturk_csv(record, rows, assignments, shape="taskanswers")
+    table = list(csv.DictReader(io.StringIO(text, newline="")))
+    by_assignment = {a: (h, fn) for h, _w, a, _s, fn in assignments}
+    for r in table:
+        h, fn = by_assignment[r["AssignmentId"]]
+        obj = {}
+        for i in range(1, trial_count(rows[h]) + 1):
+            given = fn(rows[h][f"item{i}"], rows[h].get(f"p0side{i}", ""))
+            for name in names:
+                obj[f"{name}{i}"] = {name: given == name}
+        r["Answer.taskAnswers"] = json.dumps([obj])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(table[0]), quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(table)
+    return buf.getvalue()
+
+
+def test_crowd_radio_group_answers(afc_batch, tmp_path):
+    dataset, record, rows = afc_batch
+    assignments = []
+    for h in range(len(rows)):
+        assignments += [(h, "W1", f"A{h}1", "Approved", worker_fn(record, taste)),
+                        (h, "W2", f"A{h}2", "Approved", worker_fn(record, taste))]
+    path = tmp_path / "Batch_77_batch_results.csv"
+    path.write_text(radio_download(record, rows, assignments, ("left", "right")), encoding="utf-8", newline="")
+    result = CliRunner().invoke(ingest, [str(path), "--dataset", str(dataset)])
+    assert result.exit_code == 0, result.output
+    n_trials = trial_count(rows[0])
+    assert f"read {len(assignments) * n_trials} judgments" in result.output
+    assert counts_of(dataset) == {f"{k:06d}": (2 if taste(f"{k:06d}") == "p1" else 0, 2) for k in range(12)}
+
+
+def test_answers_that_cannot_be_found_are_an_error_naming_the_columns(afc_batch, tmp_path):
+    dataset, record, rows = afc_batch
+    assignments = [(h, "W1", f"A{h}1", "Submitted", worker_fn(record, taste)) for h in range(len(rows))]
+    text = radio_download(record, rows, assignments, ("left", "right"))
+    # a page whose radio group sits in objects this reader cannot know: {"q1": {"answer": "left"}}
+    table = list(csv.DictReader(io.StringIO(text, newline="")))
+    for r in table:
+        obj = json.loads(r["Answer.taskAnswers"])[0]
+        r["Answer.taskAnswers"] = json.dumps([{f"q{k[4:] if k.startswith('left') else k[5:]}": {"answer": "x"}
+                                               for k in obj}])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(table[0]), quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(table)
+    path = tmp_path / "odd.csv"
+    path.write_text(buf.getvalue(), encoding="utf-8", newline="")
+    before = sorted(p.name for p in (dataset / AFC).iterdir())
+    result = CliRunner().invoke(ingest, [str(path), "--dataset", str(dataset)])
+    assert result.exit_code != 0
+    assert "odd.csv" in result.output and "no answer found in 3 assignment(s)" in result.output
+    assert "Answer.taskAnswers" in result.output and "q1" in result.output
+    assert sorted(p.name for p in (dataset / AFC).iterdir()) == before
