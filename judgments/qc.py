@@ -53,6 +53,7 @@ class QCResult:
     repeats_folded: int = 0  # judgments not counted: the same worker judged the example again
     off_protocol: int = 0  # JND trials excluded for their timing (not rejected, worker not dropped)
     rejected_workers: np.ndarray = None  # per worker, bool: every row of theirs is in a rejected assignment
+    timed_out: np.ndarray = None  # per row, bool: JND timing off the protocol (None: none)
 
     def dropped_workers(self, threshold: float) -> List[Dict]:
         out = []
@@ -91,7 +92,8 @@ def run_qc(worker_code: np.ndarray, workers: List[str], kind: np.ndarray, value:
     n_total = np.bincount(examples, minlength=n_examples).astype(np.int64)
     n_pos = np.bincount(examples, weights=value[counted], minlength=n_examples).round().astype(np.int64)
     all_rejected = np.bincount(worker_code[~rejected], minlength=n_workers) == 0
-    return QCResult(workers, seen, right, dropped, counted, n_pos, n_total, folded, n_off, all_rejected)
+    return QCResult(workers, seen, right, dropped, counted, n_pos, n_total, folded, n_off, all_rejected,
+                    off_protocol)
 
 
 def one_vote_per_worker(counted: np.ndarray, worker_code: np.ndarray, example: np.ndarray, n_examples: int,

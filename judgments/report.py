@@ -35,7 +35,7 @@ def build_report(sj, qc: QCResult, params: QCParams, files: List[dict]) -> dict:
     kind = sj.kind
     rejected = np.asarray(rows.rejected, bool)
     value = np.asarray(rows.value, np.int8)
-    active = ~rejected
+    active = ~rejected if qc.timed_out is None else ~rejected & ~qc.timed_out
     n_total = qc.n_total
     hist = np.bincount(n_total)
     all_rejected = (qc.rejected_workers if qc.rejected_workers is not None

@@ -328,3 +328,160 @@ def test_answers_that_cannot_be_found_are_an_error_naming_the_columns(afc_batch,
     assert "odd.csv" in result.output and "no answer found in 3 assignment(s)" in result.output
     assert "Answer.taskAnswers" in result.output and "q1" in result.output
     assert sorted(p.name for p in (dataset / AFC).iterdir()) == before
+
+
+# ---------------------------------------------------------------- one person, one vote; the report
+
+
+def test_one_vote_per_worker_and_example_unless_count_repeats(afc_batch, tmp_path):
+    """A re-published batch: WREPEAT judges HIT 0's triplets in two assignments (p0 everywhere on the
+    24th, p1 everywhere on the 25th); the latest counts, once."""
+    dataset, record, rows = afc_batch
+    assignments, statuses = [], {}
+    for h in range(len(rows)):
+        for w in ("W1", "W2"):
+            assignments.append((h, w, f"A{h}{w}", worker_fn(record, taste)))
+            statuses[f"A{h}{w}"] = {"AssignmentStatus": "Approved", "SubmitTime": mturk_time(24, 10),
+                                    "ApprovalTime": mturk_time(26, 10)}
+    # the later one first in the file: the order of rows must not matter, only SubmitTime
+    assignments.append((0, "WREPEAT", "ZLATER", worker_fn(record, lambda s: "p1")))
+    statuses["ZLATER"] = {"AssignmentStatus": "Submitted", "SubmitTime": mturk_time(25, 9)}
+    assignments.append((0, "WREPEAT", "ZZEARLIER", worker_fn(record, lambda s: "p0")))
+    statuses["ZZEARLIER"] = {"AssignmentStatus": "Approved", "SubmitTime": mturk_time(24, 11),
+                             "ApprovalTime": mturk_time(26, 10)}
+    path = tmp_path / "Batch_9_batch_results.csv"
+    path.write_text(download(record, rows, assignments, statuses), encoding="utf-8", newline="")
+    hit0 = [record["items"][rows[0][f"item{i}"]] for i in range(1, trial_count(rows[0]) + 1)]
+    hit0_stems = [info["stem"] for info in hit0 if info["kind"] == "test"]
+    base = {f"{k:06d}": (2 if taste(f"{k:06d}") == "p1" else 0, 2) for k in range(12)}
+    pristine = tmp_path / "pristine"
+    shutil.copytree(dataset, pristine)
+
+    result = CliRunner().invoke(ingest, [str(path), "--dataset", str(dataset)])
+    assert result.exit_code == 0, result.output
+    want = dict(base, **{s: (base[s][0] + 1, 3) for s in hit0_stems})  # the later assignment: p1
+    assert counts_of(dataset) == want
+    assert f"{len(hit0_stems)} repeat judgments folded" in result.output
+    report = json.loads((dataset / AFC / "judgments" / "report.json").read_text())
+    assert report["rows"]["repeats_folded"] == len(hit0_stems) and report["one_vote_per_worker"] is True
+
+    shutil.rmtree(dataset)
+    shutil.copytree(pristine, dataset)
+    result = CliRunner().invoke(ingest, [str(path), "--dataset", str(dataset), "--count-repeats"])
+    assert result.exit_code == 0, result.output
+    assert counts_of(dataset) == dict(base, **{s: (base[s][0] + 1, 4) for s in hit0_stems})
+    assert "folded" not in result.output
+    # the choice is kept for later ingests, like the sentinel threshold
+    assert json.loads((dataset / AFC / "judgments" / "qc.json").read_text())["count_repeats"] is True
+
+
+def test_a_worker_whose_assignments_were_all_rejected_is_listed_as_rejected(afc_batch, tmp_path):
+    from judgments.report import format_report
+    dataset, record, rows = afc_batch
+    assignments, statuses = [], {}
+    for h in range(len(rows)):
+        for w in ("W1", "W2"):
+            assignments.append((h, w, f"A{h}{w}", worker_fn(record, taste)))
+            statuses[f"A{h}{w}"] = {"AssignmentStatus": "Approved", "SubmitTime": mturk_time(24, 10),
+                                    "ApprovalTime": mturk_time(26, 10)}
+    for h in (0, 1):
+        assignments.append((h, "WBOT", f"R{h}", worker_fn(record, lambda s: "p1")))
+        statuses[f"R{h}"] = {"AssignmentStatus": "Rejected", "SubmitTime": mturk_time(24, 10),
+                             "RejectionTime": mturk_time(25, 10), "Reject": "bot"}
+    path = tmp_path / "Batch_10_batch_results.csv"
+    path.write_text(download(record, rows, assignments, statuses), encoding="utf-8", newline="")
+    report = ingest_files([path], dataset)["subsets"][AFC]
+    w = report["workers"]
+    assert [r["worker"] for r in w["rejected"]] == ["WBOT"] and w["rejected"][0]["assignments"] == 2
+    assert w["total"] == 3 and w["kept"] == 2 and w["unscored"] == 0 and w["dropped"] == []
+    text = format_report(report)
+    assert "rejected WBOT: all 2 assignment(s) rejected" in text and "0 unscored" in text
+
+
+# ---------------------------------------------------------------- JND timing
+
+
+@pytest.fixture
+def jnd_batch(tiny_dataset, tmp_path):
+    subset = resolve_subset(tiny_dataset, JND)
+    record = build_task_set(subset, tmp_path / "jt", TaskSettings("mturk", 3, 4, 0.2, 0, "https://e.org/i", 0, "jnd1"))
+    return tiny_dataset, record, read_input_rows(tmp_path / "jt")
+
+
+def jnd_download(record, rows, assignments, timing_of):
+    """JND batch: Answer.choice<i>, Answer.item<i>, Answer.rt<i> and the page's Answer.timing<i>
+    ('first,blank,second' in ms). timing_of(assignment, i) -> the cell."""
+    text = mturk_csv(record, rows, [(h, w, a, "Approved", fn) for h, w, a, fn in assignments])
+    table = list(csv.DictReader(io.StringIO(text, newline="")))
+    n = trial_count(rows[0])
+    header = list(table[0])
+    for r in table:
+        for i in range(1, n + 1):
+            r[f"Answer.timing{i}"] = timing_of(r["AssignmentId"], i)
+        r["SubmitTime"], r["ApprovalTime"] = mturk_time(24, 10), mturk_time(25, 10)
+    cut = header.index("Approve")  # MTurk sorts Answer.* columns by name; the position is what matters
+    header = header[:cut] + [f"Answer.timing{i}" for i in range(1, n + 1)] + header[cut:]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(table)
+    return buf.getvalue()
+
+
+def jnd_says(record, taste_fn):
+    def answer(item, side):
+        info = record["items"][item]
+        if info["kind"] == "test":
+            return taste_fn(info["stem"])
+        return info.get("expected") or "different"
+    return answer
+
+
+def test_jnd_trials_off_the_protocol_are_excluded_and_counted(jnd_batch, tmp_path):
+    dataset, record, rows = jnd_batch
+    same_if_even = lambda stem: "same" if int(stem) % 2 == 0 else "different"  # noqa: E731
+    assignments = [(h, w, f"J{h}{w}", jnd_says(record, same_if_even)) for h in range(len(rows)) for w in "abc"]
+    n = trial_count(rows[0])
+    # worker c's trial 1 of every HIT: the second patch stayed 61 ms too long (a dropped frame or two);
+    # worker b's trial 2: a 40 ms short blank, within the tolerance; everything else on time
+    timing = {("c", 1): "1000,250,1061", ("b", 2): "1003,210,1016"}
+    path = tmp_path / "jnd_results.csv"
+    path.write_text(jnd_download(record, rows, assignments,
+                                 lambda a, i: timing.get((a[-1], i), "1001,250,999")), encoding="utf-8", newline="")
+    late = []  # what worker c's trial 1 was in each HIT
+    for h, row in enumerate(rows):
+        late.append(record["items"][row["item1"]])
+    pristine = tmp_path / "pristine"
+    shutil.copytree(dataset, pristine)
+    result = CliRunner().invoke(ingest, [str(path), "--dataset", str(dataset)])
+    assert result.exit_code == 0, result.output
+    want = {f"{k:06d}": [3 if k % 2 == 0 else 0, 3] for k in range(8)}
+    for info in late:
+        if info["kind"] == "test":
+            want[info["stem"]][1] -= 1
+            want[info["stem"]][0] -= int(info["stem"]) % 2 == 0
+    assert counts_of(dataset, JND) == {k: tuple(v) for k, v in want.items()}
+    report = json.loads((dataset / JND / "judgments" / "report.json").read_text())
+    assert report["timing"]["excluded"] == len(rows) and report["timing"]["tolerance_ms"] == 50
+    assert report["timing"]["untimed_rows"] == 0
+    assert report["sentinels"]["answers"] == sum(1 for a in assignments for i in range(1, n + 1)
+                                                 if record["items"][rows[a[0]][f"item{i}"]]["kind"] == "sentinel"
+                                                 and not (a[1] == "c" and i == 1))
+    assert f"timing: {len(rows)} trial(s) excluded" in result.output
+    # a looser tolerance counts them all
+    shutil.rmtree(dataset)
+    shutil.copytree(pristine, dataset)
+    result = CliRunner().invoke(ingest, [str(path), "--dataset", str(dataset), "--timing-tolerance", "80"])
+    assert result.exit_code == 0, result.output
+    assert counts_of(dataset, JND) == {f"{k:06d}": (3 if k % 2 == 0 else 0, 3) for k in range(8)}
+
+
+def test_jnd_timing_that_is_not_a_measurement_is_an_error(jnd_batch, tmp_path):
+    dataset, record, rows = jnd_batch
+    assignments = [(h, "a", f"J{h}a", jnd_says(record, lambda s: "same")) for h in range(len(rows))]
+    path = tmp_path / "broken.csv"
+    path.write_text(jnd_download(record, rows, assignments, lambda a, i: "1000;250" if i == 2 else "1000,250,1000"),
+                    encoding="utf-8", newline="")
+    with pytest.raises(IngestError, match=r"broken.csv, line 2: timing '1000;250' is not the page's measurement"):
+        ingest_files([path], dataset)
+    assert not (dataset / JND / "judgments" / "rows.tsv").exists()
