@@ -485,3 +485,147 @@ def test_jnd_timing_that_is_not_a_measurement_is_an_error(jnd_batch, tmp_path):
     with pytest.raises(IngestError, match=r"broken.csv, line 2: timing '1000;250' is not the page's measurement"):
         ingest_files([path], dataset)
     assert not (dataset / JND / "judgments" / "rows.tsv").exists()
+
+
+# ---------------------------------------------------------------- sentinels that cannot be spotted
+
+
+def png_chunks(data):
+    """[(type, length)] of a PNG file's chunks."""
+    import struct
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    out, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        out.append((data[at + 4:at + 8].decode("ascii"), length))
+        at += 12 + length
+    return out
+
+
+def hit_urls(row):
+    """Per trial of an input row: (item, [urls in page order])."""
+    out = []
+    for i in range(1, trial_count(row) + 1):
+        urls = [row[c] for c in (f"ref{i}", f"left{i}", f"right{i}", f"first{i}", f"second{i}") if c in row]
+        out.append((row[f"item{i}"], urls))
+    return out
+
+
+def test_jnd_sentinels_and_practice_cannot_be_spotted_by_names_bytes_ids_or_order(tiny_dataset, tmp_path):
+    from bapps_build.files import read_png
+    subset = resolve_subset(tiny_dataset, JND)
+    tasks = tmp_path / "jt"
+    record = build_task_set(subset, tasks, TaskSettings("mturk", 3, 2, 0.5, 4, "https://e.org/i", 0, "jnd-spot"))
+    rows = read_input_rows(tasks)
+    kind = {item: info["kind"] for item, info in record["items"].items()}
+    images = tasks / "images"
+    # names: opaque hashes; sizes and chunk layout: the same for every file served
+    names = sorted(p.name for p in images.iterdir())
+    assert all(len(n) == 20 and n.endswith(".png") and all(c in "0123456789abcdef" for c in n[:16]) for n in names)
+    sizes = {(images / n).stat().st_size for n in names}
+    assert len(sizes) == 1 and sizes == {record["derived"]["image_bytes"]}
+    layouts = {tuple(t for t, _ in png_chunks((images / n).read_bytes())) for n in names}
+    assert layouts == {("IHDR", "tEXt", "IDAT", "IEND")}
+
+    seen_in_hits = {}
+    for h, row in enumerate(rows):
+        urls_of_hit = [u for _item, urls in hit_urls(row) for u in urls]
+        assert len(urls_of_hit) == len(set(urls_of_hit))  # no URL twice on one page, whatever the trial
+        for item, urls in hit_urls(row):
+            for u in urls:
+                seen_in_hits.setdefault(u, set()).add((h, item))
+            first, second = (images / u.rsplit("/", 1)[1] for u in urls)
+            a, b = first.read_bytes(), second.read_bytes()
+            assert a != b and len(a) == len(b)
+            same_pixels = np.array_equal(read_png(first), read_png(second))
+            info = record["items"][item]
+            assert same_pixels == (info.get("expected") == "same"), item  # no test pair is an identical pair
+    # across HITs only practice trials come again (announced as practice, at the start of every HIT)
+    for u, where in seen_in_hits.items():
+        if len({h for h, _ in where}) > 1:
+            assert {kind[i] for _, i in where} == {"practice"}
+    sentinel_hits = {}
+    for h, hit in enumerate(record["hits"]):
+        for t in hit["trials"]:
+            if kind[t["item"]] == "sentinel":
+                sentinel_hits.setdefault(t["item"], set()).add(h)
+    assert sentinel_hits and all(len(v) == 1 for v in sentinel_hits.values())  # like test ids: one HIT each
+
+    # the bots: answer "same" when the two URLs, files or file sizes match; none does better on the
+    # sentinels than a constant answer (it says "different" to every pair, sentinel or test)
+    def bot(feature):
+        def answer(item, side):
+            row = next(r for r in rows if item in r.values())
+            i = next(k for k, v in row.items() if v == item)[4:]
+            a, b = (images / row[f"{c}{i}"].rsplit("/", 1)[1] for c in ("first", "second"))
+            return "same" if feature(a, b) else "different"
+        return answer
+    features = {"url": lambda a, b: a.name == b.name, "bytes": lambda a, b: a.read_bytes() == b.read_bytes(),
+                "size": lambda a, b: a.stat().st_size == b.stat().st_size}
+    for name, feature in features.items():
+        answers = {item: bot(feature)(item, "") for item, k in kind.items() if k != "practice"
+                   and any(item in r.values() for r in rows)}
+        said_same = {k: [answers[i] == "same" for i in answers if kind[i] == k] for k in ("sentinel", "test")}
+        if name == "size":  # every file has one size: this bot says "same" to everything, tests too
+            assert all(said_same["sentinel"]) and all(said_same["test"])
+        else:
+            assert not any(said_same["sentinel"]) and not any(said_same["test"]), name
+
+
+def test_the_url_matching_bot_no_longer_passes_the_sentinels(tiny_dataset, tmp_path):
+    """The bot of the issue ("different" unless the two URLs match) in a real batch: its sentinel
+    score is the share of heavy-noise sentinels (what always saying "different" gets), and it is dropped."""
+    subset = resolve_subset(tiny_dataset, JND)
+    record = build_task_set(subset, tmp_path / "jt", TaskSettings("mturk", 3, 2, 0.5, 4, "https://e.org/i", 0, "jb"))
+    rows = read_input_rows(tmp_path / "jt")
+    kind = {item: info["kind"] for item, info in record["items"].items()}
+
+    def url_bot(item, side):
+        row = next(r for r in rows if item in r.values())
+        i = next(k for k, v in row.items() if v == item)[4:]
+        return "same" if row[f"first{i}"] == row[f"second{i}"] else "different"
+    assignments = [(h, "WBOT", f"B{h}", "Approved", url_bot) for h in range(len(rows))]
+    good = lambda item, side: record["items"][item].get("expected") or "different"  # noqa: E731
+    assignments += [(h, w, f"G{h}{w}", "Approved", good) for h in range(len(rows)) for w in ("W1", "W2")]
+    path = tmp_path / "Batch_5_batch_results.csv"
+    path.write_text(mturk_csv(record, rows, assignments), encoding="utf-8", newline="")
+    report = ingest_files([path], tiny_dataset)["subsets"][JND]
+    dropped = {d["worker"]: d for d in report["workers"]["dropped"]}
+    assert set(dropped) == {"WBOT"}
+    sentinels = [record["items"][t["item"]] for hit in record["hits"] for t in hit["trials"]
+                 if kind[t["item"]] == "sentinel"]
+    heavy = sum(1 for s in sentinels if s["expected"] == "different")
+    assert dropped["WBOT"]["sentinels_right"] == heavy < len(sentinels)
+
+
+def test_page_markup_of_a_sentinel_equals_a_test_trials(tiny_dataset, tmp_path):
+    """The generic pages (what a browser receives): every trial block has the same markup once its
+    id and addresses are blanked out, and the page lists the trials in the HIT's shuffled order."""
+    import re
+    subset = resolve_subset(tiny_dataset, AFC)
+    record = build_task_set(subset, tmp_path / "g", TaskSettings("generic", 2, 4, 0.3, 0, None, 0, "gen"))
+    page = (tmp_path / "g" / "generic" / "hit-0001.html").read_text()
+    blocks = re.findall(r'<div class="trial".*?</div>', page)
+    shapes = {re.sub(r'q[0-9a-f]{12}|[0-9a-f]{16}\.png|data-i="\d+"|name="[a-z0-9]+"|value="(left|right)"', "X", b)
+              for b in blocks}
+    assert len(blocks) == record["derived"]["trials_per_hit"] and len(shapes) == 1
+
+
+def test_toloka_sides_are_one_truth(tiny_dataset, tmp_path):
+    """Every INPUT:p0side of the Toloka files equals tasks.json's, for every trial of every HIT."""
+    subset = resolve_subset(tiny_dataset, AFC)
+    out = tmp_path / "tol"
+    record = build_task_set(subset, out, TaskSettings("toloka", 3, 3, 0.4, 2, "https://e.org/i", 0, "tol"))
+    sides = {}
+    for hit in record["hits"]:
+        for t in hit["trials"]:
+            sides.setdefault(t["item"], set()).add(t["p0side"])
+    assert all(len(v) == 1 for v in sides.values())
+    for name in ("tasks.tsv", "training.tsv"):
+        table = list(csv.DictReader(open(out / "toloka" / name, newline=""), delimiter="\t"))
+        assert table
+        for r in table:
+            item = r["INPUT:item"]
+            assert sides[item] == {r["INPUT:p0side"]} == {record["items"][item]["p0side"]}
+            if r["GOLDEN:choice"]:
+                assert r["GOLDEN:choice"] == right_answer(record, item, r["INPUT:p0side"])
