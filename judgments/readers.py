@@ -91,6 +91,23 @@ class RawJudgments:
         self.status_rank.append(status_rank)
         self.timing.append(timing)
 
+    def add_trials(self, worker, assignment, rejected, line, submitted, status_time, status_rank, items, responses,
+                   sides, times_ms, timings):
+        """The judgments of one assignment row: the per-trial columns given as lists, the rest once."""
+        n = len(items)
+        self.worker.extend([worker] * n)
+        self.assignment.extend([assignment] * n)
+        self.item.extend(items)
+        self.response.extend(responses)
+        self.side.extend(sides)
+        self.rejected.extend([rejected] * n)
+        self.time_ms.extend(times_ms)
+        self.line.extend([line] * n)
+        self.submitted.extend([submitted] * n)
+        self.status_time.extend([status_time] * n)
+        self.status_rank.extend([status_rank] * n)
+        self.timing.extend(timings)
+
     def problem(self, line: Optional[int], text: str) -> None:
         where = f"{self.path}, line {line}" if line else self.path
         self.problems.append(f"{where}: {text}")
@@ -391,7 +408,6 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
     plan = [(sfx, layout.get(sfx, {"flags": []}), input_items.get(sfx), input_sides.get(sfx)) for sfx in suffixes]
     width = len(header)
     worker_col, assignment_col = index["WorkerId"], index["AssignmentId"]
-    add = out.add
     eligible = 0  # rows that should hold answers (not rejected)
     json_keys: List[str] = []  # what Answer.taskAnswers held, for the error when nothing was found
     for line, row in records:
@@ -421,6 +437,7 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
             from_json = True
         else:
             row_plan, from_json = plan, False
+        items, choices, sides, rts, timings = [], [], [], [], []
         for suffix, t, item_col, side_col in row_plan:
             if from_json:
                 item, choice = (t.get("item") or "").strip(), (t.get("choice") or "").strip()
@@ -448,7 +465,14 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
                 continue
             if not side and side_col is not None:
                 side = row[side_col].strip()
-            add(worker, assignment, item, choice, side, rejected, rt, line, submitted, status_time, rank, timing)
+            items.append(item)
+            choices.append(choice)
+            sides.append(side)
+            rts.append(rt)
+            timings.append(timing)
+        if items:
+            out.add_trials(worker, assignment, rejected, line, submitted, status_time, rank, items, choices, sides,
+                           rts, timings)
     if eligible and not len(out) and not out.problems:
         seen = [f"Answer.{n}" for n in answer_cols] + (["Answer.taskAnswers"] if task_answers_col is not None else [])
         keys = f" (its objects hold {', '.join(sorted(set(json_keys))[:12])})" if json_keys else ""
