@@ -99,6 +99,10 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
         pick = (lambda col: col) if rows_of is None else (lambda col: [col[k] for k in rows_of])  # noqa: E731
         task = tasks[subset]
         response, side = pick(raw.response), pick(raw.side)
+        if task == "2afc" and catalog.sides:
+            side = sides_from_record(raw, pick(raw.item), side, pick(raw.line), catalog.sides, problems)
+            if side is None:
+                continue
         meaning = {pair: response_value(task, *pair) for pair in set(zip(response, side))}
         value = list(map(meaning.__getitem__, zip(response, side)))
         bad = [k for k, v in enumerate(value) if v is None]
@@ -148,6 +152,23 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
         rows.status_rank.extend(pick(raw.status_rank))
         rows.timing.extend(timing)
     return {"unknown": 0}
+
+
+def sides_from_record(raw: RawJudgments, items: List[str], side: List[str], lines: List[int],
+                      recorded: Dict[str, str], problems: List[str]) -> Optional[List[str]]:
+    """The side p0 was shown on: the task record's (tasks.json), the one truth. A file that gives
+    no side gets it; a file that gives another one is a problem (results of another task set?)."""
+    wrong = {(i, s) for i, s in set(zip(items, side))
+             if s and i in recorded and s.strip().lower() != recorded[i]}
+    if wrong:
+        for k in [k for k, pair in enumerate(zip(items, side)) if pair in wrong][:20]:
+            problems.append(f"{raw.path}, line {lines[k]}: item {items[k]} was shown with p0 on the "
+                            f"{recorded[items[k]]} (its task record, tasks.json), the file says {side[k]!r}: "
+                            f"are these the results of another task set?")
+        return None
+    if any(not s for s in side):
+        side = [s or recorded.get(i, "") for i, s in zip(items, side)]
+    return side
 
 
 def unknown_item_reason(item: str, catalog: Catalog) -> str:

@@ -629,3 +629,17 @@ def test_toloka_sides_are_one_truth(tiny_dataset, tmp_path):
             assert sides[item] == {r["INPUT:p0side"]} == {record["items"][item]["p0side"]}
             if r["GOLDEN:choice"]:
                 assert r["GOLDEN:choice"] == right_answer(record, item, r["INPUT:p0side"])
+    # ingest holds files to that truth: a side the record does not say is an error naming the line;
+    # a file without sides (the generic format, opaque ids) gets the record's
+    item = next(i for i, v in record["items"].items() if v["kind"] == "test")
+    side = record["items"][item]["p0side"]
+    wrong = tmp_path / "wrong.tsv"
+    wrong.write_text("\t".join(["INPUT:item", "INPUT:p0side", "OUTPUT:choice", "ASSIGNMENT:assignment_id",
+                                "ASSIGNMENT:worker_id", "ASSIGNMENT:status"]) + "\n"
+                     + "\t".join([item, flip(side), "left", "a1", "w1", "APPROVED"]) + "\n")
+    with pytest.raises(IngestError, match=rf"wrong.tsv, line 2: item {item} was shown with p0 on the {side}"):
+        ingest_files([wrong], tiny_dataset)
+    generic = tmp_path / "lab.jsonl"
+    generic.write_text(json.dumps({"worker": "L1", "item": item, "response": side}) + "\n")  # chose p0's side
+    ingest_files([generic], tiny_dataset, partial_labels=True)
+    assert counts_of(tiny_dataset)[record["items"][item]["stem"]] == (0, 1)
