@@ -643,3 +643,22 @@ def test_toloka_sides_are_one_truth(tiny_dataset, tmp_path):
     generic.write_text(json.dumps({"worker": "L1", "item": item, "response": side}) + "\n")  # chose p0's side
     ingest_files([generic], tiny_dataset, partial_labels=True)
     assert counts_of(tiny_dataset)[record["items"][item]["stem"]] == (0, 1)
+
+
+def test_a_judgments_table_of_the_earlier_version_still_reads(afc_batch, tmp_path):
+    """rows.tsv without the status times (10 columns): its rejections stand against a plain
+    Submitted download, and a later platform decision still wins."""
+    from judgments.store import OLD_ROW_COLUMNS
+    dataset, record, rows = afc_batch
+    files = three_downloads(record, rows, tmp_path)
+    ingest_files([files["reviewed"]], dataset)
+    table = dataset / AFC / "judgments" / "rows.tsv"
+    lines = table.read_text(encoding="utf-8").splitlines()
+    table.write_text("\n".join("\t".join(line.split("\t")[:10]) for line in lines) + "\n", encoding="utf-8")
+    assert table.read_text().split("\n", 1)[0].split("\t") == OLD_ROW_COLUMNS
+    ingest_files([files["interim"]], dataset)
+    assert state(dataset)[1] == sorted(f"3ASSIGN{h}WLAZY" for h in range(len(rows)))
+    ingest_files([files["final"]], dataset)
+    assert state(dataset) == (expected_after_review(record, rows),
+                              sorted(f"3ASSIGN{h}WLAZY" for h in range(1, len(rows))))
+    assert table.read_text().split("\n", 1)[0].count("\t") == 13  # rewritten in the new layout
