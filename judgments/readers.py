@@ -325,7 +325,8 @@ def answer_layout(answer_cols: Dict[str, int]) -> Dict[str, Dict]:
         if not m:
             r = RADIO_FIELD.match(name)
             if r:  # a crowd-radio-button flattened: Answer.left1.left
-                layout.setdefault(r.group(2), {"flags": []})["flags"].append((radio_option(r.group(1), r.group(3)), col))
+                flags = layout.setdefault(r.group(2), {"flags": []})["flags"]
+                flags.append((radio_option(r.group(1), r.group(3)), col))
             continue
         field_name, suffix, sub = m.groups()
         t = layout.setdefault(suffix, {"flags": []})

@@ -174,6 +174,9 @@ TOLOKA_HEADER = ["INPUT:item", "INPUT:p0side", "INPUT:ref", "INPUT:left", "INPUT
                  "ASSIGNMENT:expired", "ASSIGNMENT:reward", "ACCEPT:verdict", "ACCEPT:comment"]
 
 
+DAY_25 = "2026-11-25T08:00:00"  # Toloka's times: ISO 8601, no zone (UTC)
+
+
 def toloka_export(record, rows, suites, statuses):
     """Toloka's "Download results" TSV. suites: [(hit, worker, assignment, answer_fn)];
     statuses: assignment -> {ASSIGNMENT:status, ASSIGNMENT:accepted, ...}."""
@@ -204,9 +207,9 @@ def test_toloka_older_download_never_unrejects(afc_batch, tmp_path):
             a = f"00001d{h}{w}"
             suites.append((h, w, a, worker_fn(record, want)))
             interim[a] = {"ASSIGNMENT:status": "SUBMITTED", "ASSIGNMENT:submitted": f"2026-11-24T10:{h:02d}:00.500"}
-            final[a] = dict(interim[a], **({"ASSIGNMENT:status": "REJECTED", "ASSIGNMENT:rejected": "2026-11-25T08:00:00",
+            final[a] = dict(interim[a], **({"ASSIGNMENT:status": "REJECTED", "ASSIGNMENT:rejected": DAY_25,
                                             "ACCEPT:comment": "p1 everywhere"} if w == "tlazy" else
-                                           {"ASSIGNMENT:status": "APPROVED", "ASSIGNMENT:accepted": "2026-11-25T08:00:00"}))
+                                           {"ASSIGNMENT:status": "APPROVED", "ASSIGNMENT:accepted": DAY_25}))
     older = tmp_path / "assignments_from_pool_interim.tsv"
     newer = tmp_path / "assignments_from_pool_final.tsv"
     older.write_text(toloka_export(record, rows, suites, interim))
@@ -237,9 +240,9 @@ def test_toloka_downloads_in_one_command_any_order(afc_batch, tmp_path):
             a = f"00001d{h}{w}"
             suites.append((h, w, a, worker_fn(record, want)))
             interim[a] = {"ASSIGNMENT:status": "SUBMITTED", "ASSIGNMENT:submitted": f"2026-11-24T10:{h:02d}:00.500"}
-            final[a] = dict(interim[a], **({"ASSIGNMENT:status": "REJECTED", "ASSIGNMENT:rejected": "2026-11-25T08:00:00"}
+            final[a] = dict(interim[a], **({"ASSIGNMENT:status": "REJECTED", "ASSIGNMENT:rejected": DAY_25}
                                            if w == "tlazy" else
-                                           {"ASSIGNMENT:status": "APPROVED", "ASSIGNMENT:accepted": "2026-11-25T08:00:00"}))
+                                           {"ASSIGNMENT:status": "APPROVED", "ASSIGNMENT:accepted": DAY_25}))
     older, newer = tmp_path / "interim.tsv", tmp_path / "final.tsv"
     older.write_text(toloka_export(record, rows, suites, interim))
     newer.write_text(toloka_export(record, rows, suites, final))
