@@ -109,7 +109,8 @@ def ingest(results, dataset, task_files, min_sentinel_accuracy, partial_labels, 
     """Turn crowd results into BAPPS labels (judge/ or same/), all or nothing.
 
     Reads MTurk batch results CSVs (any answer shape, Turkle's too), Toloka result TSVs and the
-    generic CSV / JSON Lines (worker, item, response [, assignment, side, time_ms, status]).
+    generic CSV / JSON Lines (worker, item, response [, assignment, side, time_ms, status, submitted,
+    timing]).
     Drops rejected assignments and workers who fail the sentinels, counts each judgment once,
     and adds to what earlier ingests collected; the same file twice changes nothing. Several
     downloads of one batch may come in any order: an assignment's status is the platform's
