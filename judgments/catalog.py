@@ -124,6 +124,7 @@ class Catalog:
         self.targets: Dict[str, Target] = {}
         self.task_records: Dict[Tuple[int, str], dict] = {}  # (subset, name) -> record
         self.new_records: Dict[Tuple[int, str], dict] = {}  # given with --tasks, not yet in the dataset
+        self.sides: Dict[str, str] = {}  # 2AFC trial id -> the side p0 was shown on, where the record says
 
     def add_task_record(self, record: dict, origin: str, new: bool = False) -> None:
         rel = record.get("subset")
@@ -144,6 +145,8 @@ class Catalog:
             self.new_records[(k, name)] = record
         for item_id, info in record["items"].items():
             kind = info["kind"]
+            if info.get("p0side") in ("left", "right"):
+                self.sides[item_id] = info["p0side"]
             if kind == "test":
                 stem = info["stem"]
                 if stem not in subset.index_of:

@@ -99,28 +99,44 @@ def tasks(dataset, platform, judgments_wanted, per_hit, sentinel_rate, practice,
               help="Write labels for the judged examples even while others have none (verify will flag it).")
 @click.option("--aggregate", "aggregate", multiple=True, type=click.Choice(sorted(MODELS)),
               help="Also fit this crowd-kit model (needs crowd-kit); written beside the fractions (repeatable).")
+@click.option("--count-repeats/--one-vote-per-worker", "count_repeats", default=None,
+              help="Count every judgment a worker gave one example (in several assignments), or only their latest "
+                   "by submit time [default: as last time, else one vote per worker].")
+@click.option("--timing-tolerance", "timing_tolerance", type=click.FloatRange(min=0), default=None, metavar="MS",
+              help="JND: exclude trials whose measured phases were off 1000/250/1000 ms by more than MS "
+                   "[default: as last time, else 50].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly_errors
-def ingest(results, dataset, task_files, min_sentinel_accuracy, partial_labels, aggregate, as_json):
+def ingest(results, dataset, task_files, min_sentinel_accuracy, partial_labels, aggregate, count_repeats,
+           timing_tolerance, as_json):
     """Turn crowd results into BAPPS labels (judge/ or same/), all or nothing.
 
     Reads MTurk batch results CSVs (any answer shape, Turkle's too), Toloka result TSVs and the
-    generic CSV / JSON Lines (worker, item, response [, assignment, side, time_ms, status]).
+    generic CSV / JSON Lines (worker, item, response [, assignment, side, time_ms, status, submitted,
+    timing]).
     Drops rejected assignments and workers who fail the sentinels, counts each judgment once,
-    and adds to what earlier ingests collected; the same file twice changes nothing.
+    and adds to what earlier ingests collected; the same file twice changes nothing. Several
+    downloads of one batch may come in any order: an assignment's status is the platform's
+    latest, by the export's own times (SubmitTime/ApprovalTime/RejectionTime, Toloka's
+    ASSIGNMENT:submitted/accepted/rejected). A worker's repeated judgments of one example count
+    once (the latest); JND trials whose timing was off the protocol are excluded.
 
     \b
     Examples:
       bapps-build ingest Batch_123_batch_results.csv --dataset dataset
       bapps-build ingest results/*.jsonl --dataset dataset --min-sentinel-accuracy 0.8
       bapps-build ingest toloka.tsv --dataset dataset --tasks tasks-val --aggregate dawid-skene
+      bapps-build ingest Batch_4242_batch_results.csv "Batch_4242_batch_results (1).csv" reviewed.csv \\
+          --dataset dataset
+      bapps-build ingest jnd-results.csv --dataset dataset --timing-tolerance 34 --count-repeats
     """
     from .ingest import ingest_files
     from .report import format_report
 
     summary = ingest_files(results, dataset, task_files, min_sentinel_accuracy, write_labels=True,
                            partial_labels=partial_labels, aggregate=aggregate,
-                           log=lambda m: click.echo(m, err=True))
+                           log=lambda m: click.echo(m, err=True), count_repeats=count_repeats,
+                           timing_tolerance_ms=timing_tolerance)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -20,12 +20,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .catalog import Catalog, CatalogError, Subset, load_catalog
-from .qc import DEFAULT_MIN_ACCURACY, QCParams, QCResult, fractions, run_qc
+from .qc import (DEFAULT_MIN_ACCURACY, DEFAULT_TIMING_TOLERANCE_MS, JND_PROTOCOL_MS, QCParams, QCResult, fractions,
+                 run_qc)
 from .readers import RawJudgments, ResultsError, read_results, summarise_problems
 from .report import build_report
 from .store import (COUNTS, INGESTS, QC, RAW, REPORT, ROWS, Rows, StoreError, Transaction, append_jsonl_text,
@@ -68,7 +69,8 @@ def response_value(task: str, response: str, side: str) -> Optional[int]:
     return 0 if r == s else 1  # the side chosen is where p0 was: p0 preferred
 
 
-COLUMNS = ("worker", "assignment", "item", "response", "side", "value", "rejected", "time_ms", "source", "line")
+COLUMNS = ("worker", "assignment", "item", "response", "side", "value", "rejected", "time_ms", "source", "line",
+           "submitted", "status_time", "status_rank", "timing")
 
 
 def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict[int, Rows],
@@ -98,6 +100,10 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
         pick = (lambda col: col) if rows_of is None else (lambda col: [col[k] for k in rows_of])  # noqa: E731
         task = tasks[subset]
         response, side = pick(raw.response), pick(raw.side)
+        if task == "2afc" and catalog.sides:
+            side = sides_from_record(raw, pick(raw.item), side, pick(raw.line), catalog.sides, problems)
+            if side is None:
+                continue
         meaning = {pair: response_value(task, *pair) for pair in set(zip(response, side))}
         value = list(map(meaning.__getitem__, zip(response, side)))
         bad = [k for k, v in enumerate(value) if v is None]
@@ -114,6 +120,23 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
                     problems.append(f"{raw.path}, line {lines[k]}: response {r!r} for item {items[k]} is not an "
                                     f"answer of a {task} task ({allowed})")
             continue
+        timing = pick(raw.timing)
+        if task == "jnd":
+            broken = []
+            for t in set(timing):
+                try:
+                    timing_deviation(t)
+                except ValueError:
+                    broken.append(t)
+            if broken:
+                lines = pick(raw.line)
+                for k in [k for k, t in enumerate(timing) if t in set(broken)][:20]:
+                    problems.append(f"{raw.path}, line {lines[k]}: timing {timing[k][:60]!r} is not the page's "
+                                    f"measurement (three durations in ms: first patch, blank, second patch, "
+                                    f"e.g. 1003,250,998)")
+                continue
+        elif task == "2afc":
+            timing = [""] * len(timing)  # only JND pages measure phases
         rows = per_subset.setdefault(subset, Rows())
         rows.worker.extend(pick(raw.worker))
         rows.assignment.extend(pick(raw.assignment))
@@ -125,7 +148,28 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
         rows.time_ms.extend(pick(raw.time_ms))
         rows.source.extend([tag] * len(value))
         rows.line.extend(pick(raw.line))
+        rows.submitted.extend(pick(raw.submitted))
+        rows.status_time.extend(pick(raw.status_time))
+        rows.status_rank.extend(pick(raw.status_rank))
+        rows.timing.extend(timing)
     return {"unknown": 0}
+
+
+def sides_from_record(raw: RawJudgments, items: List[str], side: List[str], lines: List[int],
+                      recorded: Dict[str, str], problems: List[str]) -> Optional[List[str]]:
+    """The side p0 was shown on: the task record's (tasks.json), the one truth. A file that gives
+    no side gets it; a file that gives another one is a problem (results of another task set?)."""
+    wrong = {(i, s) for i, s in set(zip(items, side))
+             if s and i in recorded and s.strip().lower() != recorded[i]}
+    if wrong:
+        for k in [k for k, pair in enumerate(zip(items, side)) if pair in wrong][:20]:
+            problems.append(f"{raw.path}, line {lines[k]}: item {items[k]} was shown with p0 on the "
+                            f"{recorded[items[k]]} (its task record, tasks.json), the file says {side[k]!r}: "
+                            f"are these the results of another task set?")
+        return None
+    if any(not s for s in side):
+        side = [s or recorded.get(i, "") for i, s in zip(items, side)]
+    return side
 
 
 def unknown_item_reason(item: str, catalog: Catalog) -> str:
@@ -140,12 +184,14 @@ def unknown_item_reason(item: str, catalog: Catalog) -> str:
 
 
 def merge(old: Rows, new: Rows) -> Dict[str, int]:
-    """Add new judgments to old in place. The same (worker, assignment, item) again: its status
-    follows the newer file (a batch downloaded again after approving/rejecting), its answer the
-    first one; a different answer is counted as a conflict."""
+    """Add new judgments to old in place. The same (worker, assignment, item) again is a duplicate:
+    its answer stays the first one (a different answer is counted as a conflict), its status is
+    the greater (status_rank, status_time, rejected) of the two (readers.py: the platform's latest
+    decision, by the export's own times), so several downloads of one batch give the same table
+    in one command or in several, in any order."""
     n_old = len(old)
     index = dict(zip(zip(old.worker, old.assignment, old.item), range(n_old)))
-    stats = {"new": 0, "duplicates": 0, "status_updates": 0, "conflicts": 0}
+    stats = {"new": 0, "duplicates": 0, "status_updates": 0, "statuses_refreshed": 0, "conflicts": 0}
     fresh: List[int] = []  # rows of `new` that are new judgments
     for j, key in enumerate(zip(new.worker, new.assignment, new.item)):
         k = index.get(key)
@@ -154,12 +200,23 @@ def merge(old: Rows, new: Rows) -> Dict[str, int]:
             fresh.append(j)
             continue
         stats["duplicates"] += 1
-        first_value = old.value[k] if k < n_old else new.value[fresh[k - n_old]]
-        if first_value != new.value[j]:
+        table, r = (old, k) if k < n_old else (new, fresh[k - n_old])
+        if table.value[r] != new.value[j]:
             stats["conflicts"] += 1
-        if k < n_old and old.rejected[k] != new.rejected[j]:
-            old.rejected[k] = new.rejected[j]
-            stats["status_updates"] += 1
+        if (new.status_rank[j], new.status_time[j], new.rejected[j]) > \
+                (table.status_rank[r], table.status_time[r], table.rejected[r]):
+            if table.rejected[r] != new.rejected[j]:
+                stats["status_updates"] += 1
+            elif k < n_old:
+                stats["statuses_refreshed"] += 1
+            table.rejected[r], table.status_rank[r] = new.rejected[j], new.status_rank[j]
+            table.status_time[r] = new.status_time[j]
+        if not table.submitted[r] and new.submitted[j]:
+            table.submitted[r] = new.submitted[j]
+            stats["statuses_refreshed"] += k < n_old
+        if not table.timing[r] and new.timing[j]:
+            table.timing[r] = new.timing[j]
+            stats["statuses_refreshed"] += k < n_old
     stats["new"] = len(fresh)
     everything = len(fresh) == len(new)
     for name in COLUMNS:
@@ -183,12 +240,46 @@ def resolve_table(sj: SubsetJudgments, catalog: Catalog) -> None:
     sj.expected = np.array([t.expected for t in table], np.int8)[row_code]
 
 
+def timing_deviation(text: str) -> Optional[float]:
+    """The largest |measured - protocol| of a JND trial's three phases in ms; None without a
+    measurement; ValueError when the text is not three numbers."""
+    if not text:
+        return None
+    parts = text.replace(";", ",").split(",")
+    if len(parts) != 3:
+        raise ValueError(text)
+    return max(abs(float(x) - want) for x, want in zip(parts, JND_PROTOCOL_MS))
+
+
+def off_protocol(rows: Rows, task: str, tolerance_ms: float) -> Tuple[Optional[np.ndarray], int]:
+    """Per row, whether its JND timing was off the protocol by more than the tolerance; and how
+    many rows carry no timing at all (2AFC: (None, 0))."""
+    if task != "jnd":
+        return None, 0
+    deviation = {t: timing_deviation(t) for t in set(rows.timing)}
+    untimed = sum(1 for t in rows.timing if not t)
+    bad = {t for t, d in deviation.items() if d is not None and d > tolerance_ms}
+    if not bad:
+        return None, untimed
+    return np.fromiter((t in bad for t in rows.timing), bool, len(rows.timing)), untimed
+
+
 def qc_table(sj: SubsetJudgments, params: QCParams) -> QCResult:
     workers, worker_code = np.unique(np.asarray(sj.rows.worker, dtype=object).astype(str), return_inverse=True)
     value = np.asarray(sj.rows.value, np.int8)
     rejected = np.asarray(sj.rows.rejected, bool)
-    return run_qc(worker_code.reshape(-1), [str(w) for w in workers], sj.kind, value, sj.expected, rejected,
-                  np.where(sj.example >= 0, sj.example, 0), len(sj.subset.stems), params)
+    timed_out, untimed = off_protocol(sj.rows, sj.subset.task, params.timing_tolerance_ms)
+    sj.stats["untimed"] = untimed
+
+    def latest(rows_at):
+        """For these rows, their order by (submit time, assignment id): greater is later."""
+        keys = [(sj.rows.submitted[k], sj.rows.assignment[k]) for k in rows_at.tolist()]
+        rank = {key: r for r, key in enumerate(sorted(set(keys)))}
+        return np.array([rank[key] for key in keys], np.int64)
+
+    qc = run_qc(worker_code.reshape(-1), [str(w) for w in workers], sj.kind, value, sj.expected, rejected,
+                np.where(sj.example >= 0, sj.example, 0), len(sj.subset.stems), params, timed_out, latest)
+    return qc
 
 
 def file_digest(path: Path) -> str:
@@ -211,20 +302,29 @@ def already_ingested(catalog: Catalog) -> Dict[str, set]:
     return out
 
 
-def qc_params_for(subset: Subset, min_sentinel_accuracy: Optional[float]) -> QCParams:
-    """The threshold given, else the one this subset was last ingested with, else the task's default."""
-    if min_sentinel_accuracy is not None:
-        return QCParams(float(min_sentinel_accuracy))
-    recorded = read_json(subset.store / QC)
-    if recorded:
-        return QCParams(float(recorded["min_sentinel_accuracy"]))
-    return QCParams(DEFAULT_MIN_ACCURACY[subset.task])
+def qc_params_for(subset: Subset, min_sentinel_accuracy: Optional[float], count_repeats: Optional[bool] = None,
+                  timing_tolerance_ms: Optional[float] = None) -> QCParams:
+    """Each parameter as given, else as this subset was last ingested with, else the default."""
+    recorded = read_json(subset.store / QC) or {}
+    if min_sentinel_accuracy is None:
+        min_sentinel_accuracy = recorded.get("min_sentinel_accuracy", DEFAULT_MIN_ACCURACY[subset.task])
+    if count_repeats is None:
+        count_repeats = recorded.get("count_repeats", False)
+    if timing_tolerance_ms is None:
+        timing_tolerance_ms = recorded.get("timing_tolerance_ms", DEFAULT_TIMING_TOLERANCE_MS)
+    return QCParams(float(min_sentinel_accuracy), bool(count_repeats), float(timing_tolerance_ms))
 
 
 def ingest_files(paths: Sequence, dataset, tasks: Sequence = (), min_sentinel_accuracy: Optional[float] = None,
                  write_labels: bool = True, partial_labels: bool = False, aggregate: Sequence[str] = (),
-                 log: Callable[[str], None] = lambda m: None) -> dict:
-    """Ingest results files into a dataset; returns a summary (per subset: the report)."""
+                 log: Callable[[str], None] = lambda m: None, count_repeats: Optional[bool] = None,
+                 timing_tolerance_ms: Optional[float] = None) -> dict:
+    """Ingest results files into a dataset; returns a summary (per subset: the report).
+    min_sentinel_accuracy, count_repeats, timing_tolerance_ms: None keeps what the subset was
+    last ingested with (qc.json), else the default (one vote per worker, 50 ms)."""
+    if timing_tolerance_ms is not None and not timing_tolerance_ms >= 0:
+        raise IngestError(f"timing tolerance {timing_tolerance_ms}: give 0 ms or more")
+    qc_options = (min_sentinel_accuracy, count_repeats, timing_tolerance_ms)
     # Millions of small lists and strings, none of them in reference cycles: the cyclic garbage
     # collector would walk them again and again (a third of the time on a million rows).
     was_enabled = gc.isenabled()
@@ -232,7 +332,7 @@ def ingest_files(paths: Sequence, dataset, tasks: Sequence = (), min_sentinel_ac
     try:
         with tempfile.TemporaryDirectory(prefix="bapps-study-") as scratch:
             paths, tasks = study_snapshots(paths, tasks, scratch)
-            return _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_labels, aggregate, log)
+            return _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, aggregate, log)
     finally:
         if was_enabled:
             gc.enable()
@@ -257,7 +357,7 @@ def study_snapshots(paths, tasks, scratch):
     return out_paths, out_tasks
 
 
-def _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_labels, aggregate, log) -> dict:
+def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, aggregate, log) -> dict:
     try:
         catalog = load_catalog(dataset, tasks)
     except CatalogError as exc:
@@ -300,7 +400,7 @@ def _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_
     to_process = set(per_subset) | {key[0] for key in catalog.new_records}
     for k in skipped_subsets - to_process:
         subset = catalog.subsets[k]
-        if qc_params_for(subset, min_sentinel_accuracy) != qc_params_for(subset, None):
+        if qc_params_for(subset, *qc_options) != qc_params_for(subset, None):
             to_process.add(k)  # same judgments, another threshold: recompute
     results = {}
     txn = Transaction()
@@ -310,7 +410,7 @@ def _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_
         for k in sorted(to_process):
             subset = catalog.subsets[k]
             store = subset.store
-            params = qc_params_for(subset, min_sentinel_accuracy)
+            params = qc_params_for(subset, *qc_options)
             rows = read_rows(store / ROWS)
             new = per_subset.get(k, Rows())
             merge_stats = merge(rows, new)
@@ -340,7 +440,7 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
     """Stage what changed for one subset; returns whether anything did."""
     subset, store = sj.subset, sj.subset.store
     changed = False
-    new_rows = sj.stats["new"] or sj.stats["status_updates"]
+    new_rows = sj.stats["new"] or sj.stats["status_updates"] or sj.stats.get("statuses_refreshed")
     if new_rows or not (store / ROWS).exists():
         txn.write(store / ROWS, rows_text(sj.rows))
         changed = True

@@ -8,7 +8,25 @@ Formats (see shared spec crowd.md):
 - Toloka results TSV, one row per task: `INPUT:item`, `OUTPUT:choice`, `ASSIGNMENT:worker_id`,
   `ASSIGNMENT:assignment_id`, `ASSIGNMENT:status`.
 - Generic long format, CSV or JSON Lines: `worker, item, response` (+ `assignment`, `side`,
-  `time_ms`, `status`).
+  `time_ms`, `status`, `submitted`, `timing`).
+
+Status of an assignment, by the export's own times (never by the order files are read in):
+every judgment carries (status_rank, status_time, rejected), and of two downloads of one
+assignment the greater (rank, time, rejected) wins:
+- rank 2, the platform's decision: MTurk `AssignmentStatus` Approved / Rejected at its
+  `ApprovalTime` / `RejectionTime`; Toloka `ASSIGNMENT:status` APPROVED (ACCEPTED) / REJECTED at
+  `ASSIGNMENT:accepted` / `ASSIGNMENT:rejected`. A rejected assignment approved later (both
+  platforms allow it) is approved: its approval time is the later one.
+- rank 1, the requester's own mark on an assignment still Submitted: MTurk's `Approve` /
+  `Reject` columns filled in (the reviewed copy to upload), Toloka's `ACCEPT:verdict` (+ / -),
+  the generic `status` column. It beats the download it was made from, never a decision the
+  platform has recorded since.
+- rank 0, submitted and not yet reviewed (time: `SubmitTime`, `ASSIGNMENT:submitted`).
+A missing or empty time column sorts before every time; when nothing orders two statuses the
+rejection stands. Times are stored as UTC ISO 8601 (MTurk's "Tue Nov 24 10:15:45 PST 2026",
+ISO 8601 with or without a zone, taken as UTC without one, as Toloka writes them).
+`submitted` (MTurk `SubmitTime`, Toloka `ASSIGNMENT:submitted`) orders one worker's repeated
+judgments of an example (ingest keeps the latest).
 
 A reader only parses: what an item id or a response means is decided later, against the
 dataset (ingest.py). Problems are collected with file and line and raised together.
@@ -21,6 +39,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -49,11 +68,16 @@ class RawJudgments:
     rejected: List[bool] = field(default_factory=list)
     time_ms: List[str] = field(default_factory=list)
     line: List[int] = field(default_factory=list)
+    submitted: List[str] = field(default_factory=list)  # UTC ISO 8601 or ""
+    status_time: List[str] = field(default_factory=list)  # UTC ISO 8601 or ""
+    status_rank: List[int] = field(default_factory=list)  # 0 submitted, 1 requester's mark, 2 platform's decision
+    timing: List[str] = field(default_factory=list)  # JND: "first,blank,second" ms as the page measured them
     records: int = 0  # rows of the file (assignments for MTurk)
     unanswered: int = 0  # trials a submitted assignment left empty
     problems: List[str] = field(default_factory=list)
 
-    def add(self, worker, assignment, item, response, side, rejected, time_ms, line):
+    def add(self, worker, assignment, item, response, side, rejected, time_ms, line, submitted="", status_time="",
+            status_rank=0, timing=""):
         self.worker.append(worker)
         self.assignment.append(assignment)
         self.item.append(item)
@@ -62,6 +86,27 @@ class RawJudgments:
         self.rejected.append(rejected)
         self.time_ms.append(time_ms)
         self.line.append(line)
+        self.submitted.append(submitted)
+        self.status_time.append(status_time)
+        self.status_rank.append(status_rank)
+        self.timing.append(timing)
+
+    def add_trials(self, worker, assignment, rejected, line, submitted, status_time, status_rank, items, responses,
+                   sides, times_ms, timings):
+        """The judgments of one assignment row: the per-trial columns given as lists, the rest once."""
+        n = len(items)
+        self.worker.extend([worker] * n)
+        self.assignment.extend([assignment] * n)
+        self.item.extend(items)
+        self.response.extend(responses)
+        self.side.extend(sides)
+        self.rejected.extend([rejected] * n)
+        self.time_ms.extend(times_ms)
+        self.line.extend([line] * n)
+        self.submitted.extend([submitted] * n)
+        self.status_time.extend([status_time] * n)
+        self.status_rank.extend([status_rank] * n)
+        self.timing.extend(timings)
 
     def problem(self, line: Optional[int], text: str) -> None:
         where = f"{self.path}, line {line}" if line else self.path
@@ -140,6 +185,63 @@ def read_results(path) -> RawJudgments:
     return out
 
 
+# ---------------------------------------------------------------- times and statuses
+
+# MTurk writes times in US Pacific time with the zone's abbreviation ("Tue Nov 24 10:15:45 PST 2026")
+ZONE_HOURS = {"UTC": 0, "GMT": 0, "Z": 0, "PST": -8, "PDT": -7, "MST": -7, "MDT": -6, "CST": -6, "CDT": -5,
+              "EST": -5, "EDT": -4}
+PLAIN_FORMATS = ("%a %b %d %H:%M:%S %Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y-%m-%d %H:%M:%S")
+RANK_SUBMITTED, RANK_MARK, RANK_DECISION = 0, 1, 2
+
+
+def parse_time(text: str, _cache: Dict[str, str] = {}) -> str:  # noqa: B006 (a cache on purpose)
+    """A platform's time as UTC ISO 8601 ("2026-11-24T18:15:45.000Z", comparable as text); "" for
+    an empty cell; ValueError when the text is no time this reader knows."""
+    text = text.strip()
+    if not text:
+        return ""
+    hit = _cache.get(text)
+    if hit is not None:
+        return hit
+    dt = None
+    parts = text.split()
+    if len(parts) == 6 and parts[4].upper() in ZONE_HOURS:  # MTurk
+        dt = datetime.strptime(" ".join(parts[:4] + parts[5:]), "%a %b %d %H:%M:%S %Y")
+        dt = dt.replace(tzinfo=timezone(timedelta(hours=ZONE_HOURS[parts[4].upper()])))
+    else:
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            for fmt in PLAIN_FORMATS:
+                try:
+                    dt = datetime.strptime(text, fmt)
+                    break
+                except ValueError:
+                    continue
+    if dt is None:
+        raise ValueError(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    dt = dt.astimezone(timezone.utc)
+    out = dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if len(_cache) < 100_000:
+        _cache[text] = out
+    return out
+
+
+def row_time(out: "RawJudgments", line: int, row: List[str], header: List[str], col: Optional[int]) -> str:
+    """The time in column col of a row, or "" (no such column, empty cell); a problem when unreadable."""
+    if col is None:
+        return ""
+    try:
+        return parse_time(row[col])
+    except ValueError:
+        out.problem(line, f"column {header[col]}: {row[col][:60]!r} is not a time this reader knows (MTurk's "
+                          f"'Tue Nov 24 10:15:45 PST 2026' or ISO 8601 such as 2026-11-24T18:15:45); re-download "
+                          f"the file from the platform rather than a copy re-saved with another date format")
+        return None
+
+
 def summarise_problems(problems: List[str]) -> str:
     shown = "\n  ".join(problems[:MAX_PROBLEMS])
     more = f"\n  ... and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
@@ -158,7 +260,17 @@ def require_columns(path, header: List[str], needed, hint: str) -> Dict[str, int
 
 # ---------------------------------------------------------------- MTurk
 
-TRIAL_FIELD = re.compile(r"^(item|choice|p0side|rt)(\d*)(?:\.(.+))?$")
+TRIAL_FIELD = re.compile(r"^(item|choice|p0side|rt|timing)(\d*)(?:\.(.+))?$")
+# crowd-radio-group: one crowd-radio-button per answer, named by the page ("left1", "same3"), each
+# giving {"<its value>": true|false}; flattened: `Answer.left1.left` = true
+RADIO_FIELD = re.compile(r"^([A-Za-z][A-Za-z_-]*?)(\d+)\.([^.]+)$")
+FLAG_WORDS = {"on", "true", "value", "checked", "selected", "yes"}
+
+
+def radio_option(stem: str, option: str) -> str:
+    """The answer a radio button stands for: its value's name ("left"), or its own name's stem when
+    the value is only a flag ("left1": {"on": true} -> "left")."""
+    return stem if option.strip().lower() in FLAG_WORDS else option
 
 
 def flatten(value, prefix="") -> Dict[str, str]:
@@ -185,6 +297,11 @@ def trial_answers(answers: Dict[str, str]) -> Dict[str, Dict[str, str]]:
     for key, value in answers.items():
         m = TRIAL_FIELD.match(key)
         if not m:
+            r = RADIO_FIELD.match(key)
+            if r and value.strip().lower() in TRUE_FLAGS:
+                t = trials.setdefault(r.group(2), {})
+                t["choice"] = radio_option(r.group(1), r.group(3)) if not t.get("choice_flag") else "\0ambiguous"
+                t["choice_flag"] = "1"
             continue
         name, suffix, sub = m.groups()
         t = trials.setdefault(suffix, {})
@@ -206,6 +323,10 @@ def answer_layout(answer_cols: Dict[str, int]) -> Dict[str, Dict]:
     for name, col in answer_cols.items():
         m = TRIAL_FIELD.match(name)
         if not m:
+            r = RADIO_FIELD.match(name)
+            if r:  # a crowd-radio-button flattened: Answer.left1.left
+                flags = layout.setdefault(r.group(2), {"flags": []})["flags"]
+                flags.append((radio_option(r.group(1), r.group(3)), col))
             continue
         field_name, suffix, sub = m.groups()
         t = layout.setdefault(suffix, {"flags": []})
@@ -243,13 +364,33 @@ def records_with_header(path: Path, text: str, delimiter: str):
     return records, [h.strip() for h in header]
 
 
+def mturk_status(out: RawJudgments, line: int, row: List[str], header: List[str], cols: Dict[str, Optional[int]]):
+    """(rejected, status_rank, status_time, submitted) of one assignment row, or None after a problem."""
+    submitted = row_time(out, line, row, header, cols["SubmitTime"])
+    status = row[cols["AssignmentStatus"]].strip().lower() if cols["AssignmentStatus"] is not None else ""
+    if status in ("approved", "rejected"):
+        rejected = status == "rejected"
+        when = row_time(out, line, row, header, cols["RejectionTime" if rejected else "ApprovalTime"])
+        rank = RANK_DECISION
+    else:
+        reject = cols["Reject"] is not None and bool(row[cols["Reject"]].strip())
+        approve = cols["Approve"] is not None and bool(row[cols["Approve"]].strip())
+        if reject and approve:
+            out.problem(line, "both the Approve and the Reject column are filled in: clear one of them")
+            return None
+        rejected, rank, when = reject, (RANK_MARK if reject or approve else RANK_SUBMITTED), submitted
+    if submitted is None or when is None:
+        return None
+    return rejected, rank, when or submitted, submitted
+
+
 def read_mturk(path: Path, text: str) -> RawJudgments:
     out = RawJudgments(str(path), "mturk")
     records, header = records_with_header(path, text, ",")
     index = require_columns(path, header, ["WorkerId", "AssignmentId"],
                             "an MTurk batch results CSV names the worker and the assignment of every row")
-    status_col = index.get("AssignmentStatus")
-    reject_col = index.get("Reject")
+    status_cols = {name: index.get(name) for name in ("AssignmentStatus", "Approve", "Reject", "SubmitTime",
+                                                       "ApprovalTime", "RejectionTime")}
     task_answers_col = index.get("Answer.taskAnswers")
     inputs = {h[6:]: k for k, h in enumerate(header) if h.startswith("Input.")}
     answer_cols = {h[7:]: k for k, h in enumerate(header) if h.startswith("Answer.") and h != "Answer.taskAnswers"}
@@ -268,7 +409,8 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
     plan = [(sfx, layout.get(sfx, {"flags": []}), input_items.get(sfx), input_sides.get(sfx)) for sfx in suffixes]
     width = len(header)
     worker_col, assignment_col = index["WorkerId"], index["AssignmentId"]
-    add = out.add
+    eligible = 0  # rows that should hold answers (not rejected)
+    json_keys: List[str] = []  # what Answer.taskAnswers held, for the error when nothing was found
     for line, row in records:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
@@ -278,13 +420,17 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
                               f"truncated download?)")
             continue
         worker, assignment = row[worker_col].strip(), row[assignment_col].strip()
-        status = row[status_col].strip().lower() if status_col is not None else ""
-        rejected = status == "rejected" or (reject_col is not None and bool(row[reject_col].strip()))
         if not worker or not assignment:
             out.problem(line, "empty WorkerId or AssignmentId")
             continue
+        status = mturk_status(out, line, row, header, status_cols)
+        if status is None:
+            continue
+        rejected, rank, status_time, submitted = status
+        eligible += not rejected
         if task_answers_col is not None and row[task_answers_col].strip():
-            trials = json_trials(out, line, row[task_answers_col], {n: row[k] for n, k in answer_cols.items()})
+            trials = json_trials(out, line, row[task_answers_col], {n: row[k] for n, k in answer_cols.items()},
+                                 json_keys)
             if trials is None:
                 continue
             row_plan = [(sfx, trials.get(sfx, {}), input_items.get(sfx), input_sides.get(sfx))
@@ -292,19 +438,22 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
             from_json = True
         else:
             row_plan, from_json = plan, False
+        items, choices, sides, rts, timings = [], [], [], [], []
         for suffix, t, item_col, side_col in row_plan:
             if from_json:
                 item, choice = (t.get("item") or "").strip(), (t.get("choice") or "").strip()
                 side, rt = (t.get("p0side") or "").strip(), (t.get("rt") or "").strip()
+                timing = (t.get("timing") or "").strip()
             else:
                 item = row[t["item"]].strip() if "item" in t else ""
                 choice = choice_from_columns(row, t)
                 side = row[t["p0side"]].strip() if "p0side" in t else ""
                 rt = row[t["rt"]].strip() if "rt" in t else ""
+                timing = row[t["timing"]].strip() if "timing" in t else ""
             if not item and item_col is not None:
                 item = row[item_col].strip()
             if choice == "\0ambiguous":
-                out.problem(line, f"trial {suffix or 1}: more than one option of choice{suffix} is true")
+                out.problem(line, f"trial {suffix or 1}: more than one answer of trial {suffix or 1} is true")
                 continue
             if not item:
                 if choice:
@@ -317,11 +466,28 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
                 continue
             if not side and side_col is not None:
                 side = row[side_col].strip()
-            add(worker, assignment, item, choice, side, rejected, rt, line)
+            items.append(item)
+            choices.append(choice)
+            sides.append(side)
+            rts.append(rt)
+            timings.append(timing)
+        if items:
+            out.add_trials(worker, assignment, rejected, line, submitted, status_time, rank, items, choices, sides,
+                           rts, timings)
+    if eligible and not len(out) and not out.problems:
+        seen = [f"Answer.{n}" for n in answer_cols] + (["Answer.taskAnswers"] if task_answers_col is not None else [])
+        keys = f" (its objects hold {', '.join(sorted(set(json_keys))[:12])})" if json_keys else ""
+        out.problem(None, f"no answer found in {eligible} assignment(s) that are not rejected: the answer columns "
+                          f"are {', '.join(seen[:12])}{' ...' if len(seen) > 12 else ''}{keys}; this reader takes "
+                          f"a trial's answer from Answer.choice<i> (or its .label, or the one option of "
+                          f"choice<i>.<option> that is true), from a radio button <name><i> = {{<answer>: true}} "
+                          f"(crowd-radio-group), with its item id in Answer.item<i> or Input.item<i>; rename the "
+                          f"page's fields to match, or convert the file to the generic format (worker, item, "
+                          f"response)")
     return out
 
 
-def json_trials(out: RawJudgments, line: int, text: str, plain: Dict[str, str]):
+def json_trials(out: RawJudgments, line: int, text: str, plain: Dict[str, str], keys_seen: Optional[List] = None):
     """The trials of one Answer.taskAnswers cell (plus any plain Answer.* fields of the row)."""
     try:
         parsed = json.loads(text)
@@ -336,6 +502,8 @@ def json_trials(out: RawJudgments, line: int, text: str, plain: Dict[str, str]):
     if not isinstance(parsed, dict):
         out.problem(line, "Answer.taskAnswers should hold an object")
         return None
+    if keys_seen is not None and len(keys_seen) < 50:
+        keys_seen.extend(list(parsed)[:50])
     answers = dict(plain)
     answers.update(flatten(parsed))
     return trial_answers(answers)
@@ -346,6 +514,32 @@ def json_trials(out: RawJudgments, line: int, text: str, plain: Dict[str, str]):
 TOLOKA_RESPONSE = ("OUTPUT:choice", "OUTPUT:response", "OUTPUT:result")
 
 
+def toloka_status(out: RawJudgments, line: int, row: List[str], header: List[str], cols: Dict[str, Optional[int]]):
+    """(rejected, status_rank, status_time, submitted, answers expected) of one task row, or None after a problem."""
+    status = row[cols["ASSIGNMENT:status"]].strip().upper() if cols["ASSIGNMENT:status"] is not None else ""
+    submitted = row_time(out, line, row, header, cols["ASSIGNMENT:submitted"])
+    if submitted == "":
+        submitted = row_time(out, line, row, header, cols["ASSIGNMENT:started"])
+    if submitted is None:
+        return None
+    if status in ("APPROVED", "ACCEPTED", "REJECTED"):
+        rejected = status == "REJECTED"
+        when = row_time(out, line, row, header, cols["ASSIGNMENT:rejected" if rejected else "ASSIGNMENT:accepted"])
+        if when is None:
+            return None
+        return rejected, RANK_DECISION, when or submitted, submitted, True
+    verdict = row[cols["ACCEPT:verdict"]].strip() if cols["ACCEPT:verdict"] is not None else ""
+    if verdict not in ("", "+", "-"):
+        out.problem(line, f"ACCEPT:verdict {verdict!r}: Toloka's review verdicts are + (accept) and - (reject)")
+        return None
+    rank = RANK_MARK if verdict else RANK_SUBMITTED
+    return verdict == "-", rank, submitted, submitted, status not in ("SKIPPED", "EXPIRED", "ACTIVE")
+
+
+TOLOKA_TIMES = ("ASSIGNMENT:status", "ASSIGNMENT:started", "ASSIGNMENT:submitted", "ASSIGNMENT:accepted",
+                "ASSIGNMENT:rejected", "ACCEPT:verdict")
+
+
 def read_toloka(path: Path, text: str) -> RawJudgments:
     out = RawJudgments(str(path), "toloka")
     records, header = records_with_header(path, text, "\t")
@@ -353,10 +547,14 @@ def read_toloka(path: Path, text: str) -> RawJudgments:
                             "a Toloka results TSV of a task set made by `bapps-build tasks`")
     response_col = next((index[c] for c in TOLOKA_RESPONSE if c in index), None)
     if response_col is None:
-        raise ResultsError(f"{path}: no answer column ({' or '.join(TOLOKA_RESPONSE)})")
+        seen = [h for h in header if h.startswith("OUTPUT:")]
+        raise ResultsError(f"{path}: no answer column ({' or '.join(TOLOKA_RESPONSE)}); its OUTPUT columns are "
+                           f"{', '.join(seen) or 'none'}: name the output field of the task interface choice")
     side_col = index.get("OUTPUT:p0side", index.get("INPUT:p0side"))
-    status_col = index.get("ASSIGNMENT:status")
+    timing_col = index.get("OUTPUT:timing")
+    cols = {name: index.get(name) for name in TOLOKA_TIMES}
     width = len(header)
+    eligible = 0
     for line, row in records:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
@@ -364,11 +562,15 @@ def read_toloka(path: Path, text: str) -> RawJudgments:
         if len(row) != width:
             out.problem(line, f"{len(row)} fields where the header has {width}")
             continue
-        rejected = status_col is not None and row[status_col].strip().upper() == "REJECTED"
+        status = toloka_status(out, line, row, header, cols)
+        if status is None:
+            continue
+        rejected, rank, status_time, submitted, expected = status
+        eligible += expected and not rejected
         response = row[response_col].strip()
         if not response:
             if not rejected:
-                out.unanswered += 1  # skipped or expired task suites
+                out.unanswered += 1  # skipped or expired task suites too
             continue
         worker, assignment = row[index["ASSIGNMENT:worker_id"]].strip(), row[index["ASSIGNMENT:assignment_id"]].strip()
         item = row[index["INPUT:item"]].strip()
@@ -376,17 +578,38 @@ def read_toloka(path: Path, text: str) -> RawJudgments:
             out.problem(line, "empty worker id, assignment id or item")
             continue
         out.add(worker, assignment, item, response, row[side_col].strip() if side_col is not None else "",
-                rejected, "", line)
+                rejected, "", line, submitted, status_time, rank,
+                row[timing_col].strip() if timing_col is not None else "")
+    if eligible and not len(out) and not out.problems:
+        out.problem(None, f"no answer found in {eligible} submitted task(s): column {header[response_col]} is empty "
+                          f"in every row")
     return out
 
 
 # ---------------------------------------------------------------- generic
 
-GENERIC_HINT = "the generic format has one judgment per row: worker, item, response (+ assignment, side, time_ms, status)"
+GENERIC_HINT = ("the generic format has one judgment per row: worker, item, response (+ assignment, side, time_ms, "
+                "status, submitted, timing)")
 
 
 def generic_rejected(status: str) -> bool:
     return status.strip().lower() in ("rejected", "reject")
+
+
+def generic_rank(status: str) -> int:
+    """A status written into a generic file is the requester's own mark (rank 1); none: submitted."""
+    return RANK_MARK if status.strip().lower() in ("rejected", "reject", "approved", "approve", "accepted") else 0
+
+
+def generic_times(out: RawJudgments, values: List[str], lines: List[int]) -> List[str]:
+    times = []
+    for v, line in zip(values, lines):
+        try:
+            times.append(parse_time(v))
+        except ValueError:
+            out.problem(line, f"submitted {v[:60]!r} is not a time (ISO 8601, e.g. 2026-11-24T18:15:45Z)")
+            times.append("")
+    return times
 
 
 def read_generic_csv(path: Path, text: str, delimiter: str) -> RawJudgments:
@@ -431,8 +654,12 @@ def read_generic_csv(path: Path, text: str, delimiter: str) -> RawJudgments:
 
     worker, item, response = column("worker"), column("item"), column("response")
     assignment, side, time_ms = column("assignment"), column("side"), column("time_ms")
+    submitted, timing = column("submitted"), column("timing")
     status = index.get("status")
     rejected = [generic_rejected(v) for v in columns[status]] if status is not None else [False] * len(records)
+    rank = [generic_rank(v) for v in columns[status]] if status is not None else [0] * len(records)
+    if "submitted" in index:
+        submitted = generic_times(out, submitted, starts)
     answered = [k for k, r in enumerate(response) if r]
     out.unanswered = len(records) - len(answered)
     empty = [k for k in answered if not worker[k] or not item[k]]
@@ -442,10 +669,11 @@ def read_generic_csv(path: Path, text: str, delimiter: str) -> RawJudgments:
         return out
     if len(answered) < len(records):
         pick = lambda col: [col[k] for k in answered]  # noqa: E731
-        worker, assignment, item, response, side, rejected, time_ms, starts = map(
-            pick, (worker, assignment, item, response, side, rejected, time_ms, starts))
+        worker, assignment, item, response, side, rejected, time_ms, starts, submitted, timing, rank = map(
+            pick, (worker, assignment, item, response, side, rejected, time_ms, starts, submitted, timing, rank))
     out.worker, out.assignment, out.item, out.response = worker, assignment, item, response
     out.side, out.rejected, out.time_ms, out.line = side, rejected, time_ms, starts
+    out.submitted, out.status_time, out.status_rank, out.timing = submitted, submitted, rank, timing
     return out
 
 
@@ -486,7 +714,17 @@ def read_generic_jsonl(path: Path, text: str) -> RawJudgments:
             out.problem(n, "empty worker or item")
             continue
         time_ms = obj.get("time_ms", "")
+        status = str(obj.get("status", "") or "")
+        try:
+            submitted = parse_time(str(obj.get("submitted", "") or ""))
+        except ValueError:
+            out.problem(n, f"submitted {str(obj['submitted'])[:60]!r} is not a time (ISO 8601)")
+            continue
+        timing = obj.get("timing", "")
+        if isinstance(timing, list):
+            timing = ",".join(str(x) for x in timing)
         out.add(worker, str(obj.get("assignment", "") or ""), item, str(response).strip(),
-                str(obj.get("side", "") or "").strip(), generic_rejected(str(obj.get("status", "") or "")),
-                "" if time_ms is None else str(time_ms), n or 0)
+                str(obj.get("side", "") or "").strip(), generic_rejected(status),
+                "" if time_ms is None else str(time_ms), n or 0, submitted, submitted, generic_rank(status),
+                "" if timing is None else str(timing).strip())
     return out

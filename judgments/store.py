@@ -3,7 +3,8 @@
     <subset>/judgments/
         rows.tsv        every distinct judgment ever ingested (the source of truth): worker,
                         assignment, item, response, side, value (1 = p1 / "same"), rejected,
-                        time_ms, source file, line
+                        time_ms, source file, line, submitted, status_time, status_rank
+                        (readers.py: which download's status wins), timing (JND phases, ms)
         raw/            a byte copy of every results file ingested, named <sha256[:12]>-<name>
         counts.csv      per example: stem, n_p1 (JND: n_same), n_total, fraction
         ingests.jsonl   one line per ingest that changed something: files, counts, parameters
@@ -36,7 +37,9 @@ INGESTS = "ingests.jsonl"
 QC = "qc.json"
 REPORT = "report.json"
 RAW = "raw"
-ROW_COLUMNS = ["worker", "assignment", "item", "response", "side", "value", "rejected", "time_ms", "source", "line"]
+ROW_COLUMNS = ["worker", "assignment", "item", "response", "side", "value", "rejected", "time_ms", "source", "line",
+               "submitted", "status_time", "status_rank", "timing"]
+OLD_ROW_COLUMNS = ROW_COLUMNS[:10]  # before the status times (a table of an earlier version reads as is)
 # np.save's bytes for a float32 array of shape (1,), less the 4 data bytes: labels are this + value
 _buf = io.BytesIO()
 np.save(_buf, np.zeros(1, np.float32))
@@ -61,6 +64,10 @@ class Rows:
     time_ms: List[str] = field(default_factory=list)
     source: List[str] = field(default_factory=list)
     line: List[int] = field(default_factory=list)
+    submitted: List[str] = field(default_factory=list)
+    status_time: List[str] = field(default_factory=list)
+    status_rank: List[int] = field(default_factory=list)
+    timing: List[str] = field(default_factory=list)
 
     def __len__(self):
         return len(self.item)
@@ -77,21 +84,29 @@ def read_rows(path: Path) -> Rows:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
-        if header != ROW_COLUMNS:
+        if header != ROW_COLUMNS and header != OLD_ROW_COLUMNS:
             raise StoreError(f"{path}: not a judgments table of this tool (header {header}); restore it from a "
                              f"backup, or move it away and ingest the files in raw/ again")
-        columns = [[] for _ in ROW_COLUMNS]
+        width = len(header)
+        columns = [[] for _ in header]
         for n, record in enumerate(reader, 2):
-            if len(record) != len(ROW_COLUMNS):
+            if len(record) != width:
                 raise StoreError(f"{path}, line {n}: damaged ({len(record)} fields); move the file away and "
                                  f"ingest the files in raw/ again")
             for col, v in zip(columns, record):
                 col.append(v)
     (rows.worker, rows.assignment, rows.item, rows.response, rows.side, value, rejected, rows.time_ms,
-     rows.source, line) = columns
+     rows.source, line) = columns[:10]
     rows.value = [int(v) for v in value]
     rows.rejected = [v == "1" for v in rejected]
     rows.line = [int(v) for v in line]
+    if width == len(ROW_COLUMNS):
+        rows.submitted, rows.status_time, rank, rows.timing = columns[10:]
+        rows.status_rank = [int(v) for v in rank]
+    else:  # an earlier table: no times; a rejection it holds is taken as the requester's own mark
+        blank = [""] * len(value)
+        rows.submitted, rows.status_time, rows.timing = blank, list(blank), list(blank)
+        rows.status_rank = [1 if r else 0 for r in rows.rejected]
     return rows
 
 
@@ -100,7 +115,8 @@ def rows_text(rows: Rows) -> str:
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(ROW_COLUMNS)
     w.writerows(zip(rows.worker, rows.assignment, rows.item, rows.response, rows.side, rows.value,
-                    ["1" if r else "0" for r in rows.rejected], rows.time_ms, rows.source, rows.line))
+                    ["1" if r else "0" for r in rows.rejected], rows.time_ms, rows.source, rows.line,
+                    rows.submitted, rows.status_time, rows.status_rank, rows.timing))
     return buf.getvalue()
 
 

@@ -1,6 +1,7 @@
 """`bapps-build tasks`: the files a crowd platform needs to collect judgments for one subset.
 
-    TASKS/images/<sha256[:16]>.png    every patch shown, flat, named by content (host this folder)
+    TASKS/images/<sha256[:16]>.png    every patch shown, flat (host this folder): one file per trial
+                                      and image slot, all of one size (see ServedImages)
     TASKS/tasks.json                  what every trial id means; also copied into the dataset as
                                       <subset>/judgments/tasks/<name>.json, where `ingest` finds it
     TASKS/mturk/{input.csv,layout.html}     one input row per HIT (MaxAssignments = --judgments)
@@ -9,27 +10,33 @@
     TASKS/README.txt                  what to do next
 
 A HIT holds the practice trials first, then its share of the examples with sentinels mixed in
-at random positions. The whole output is a pure function of the dataset and the settings.
+at random positions. Every sentinel trial is made for its HIT (its own id, its own images), so
+no id, address or image repeats across HITs for sentinels any more than for test trials; the
+side p0 is shown on (2AFC) is a property of the trial id, written once in tasks.json
+(items[id]["p0side"]) and the same in every platform file. The whole output is a pure function
+of the dataset and the settings.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import struct
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from bapps_build.files import encode_png, sha256_bytes, write_atomic, write_json_atomic
+from bapps_build.files import read_png, sha256_bytes, write_atomic, write_json_atomic
 
 from .catalog import TASKS_DIR, Subset, opaque_id
 from .layouts import fill_template, render_layout, trial_columns
 from .sentinels import PRACTICE_STREAM, SENTINEL_STREAM, make_obvious_trials, sentinel_kinds
 
 PLATFORMS = ("mturk", "toloka", "generic", "serve")  # serve: `bapps-build serve` renders the pages itself
-SIDE_STREAM, ORDER_STREAM = 3, 4
+SIDE_STREAM, ORDER_STREAM, SALT_STREAM = 3, 4, 5
 DEFAULT_PRACTICE = {"2afc": 0, "jnd": 10}  # the paper's JND workers had 10 training pairs
 DEFAULT_SENTINEL_RATE = {"2afc": 0.1, "jnd": 0.2}  # JND: 40 sentinels per 160 test pairs
 
@@ -73,14 +80,63 @@ def check_settings(s: TaskSettings, task: str) -> None:
         raise TasksError(f"--name {s.name!r}: use a plain file name")
 
 
-class ImageFolder:
-    """TASKS/images/: content-addressed, so identical patches are stored once and names reveal nothing."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-    def __init__(self, folder: Path, base_url: Optional[str], relative_prefix: str):
+
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def served_size(h: int, w: int) -> int:
+    """The size of every served PNG of an h x w patch: the largest any encoding of it can take
+    (zlib's compressBound of the filtered rows) plus a salt of 16 bytes."""
+    raw = h * (w * 3 + 1)
+    bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 13
+    return len(PNG_SIGNATURE) + (12 + 13) + (12 + len(b"Comment\0") + 32) + (12 + bound) + 12
+
+
+def served_png(rgb_u8: np.ndarray, rng: np.random.Generator) -> bytes:
+    """PNG bytes of a patch that tell nothing but its pixels: each row's filter (None, Sub or Up)
+    and the zlib level drawn at random, a random salt in a tEXt chunk, padded to served_size().
+    Two files of the same pixels (an identical pair) decode to the same image but share neither
+    bytes nor size differences nor names; every served file of a task set has the same length,
+    whatever it shows."""
+    img = np.ascontiguousarray(rgb_u8, dtype=np.uint8)
+    h, w, c = img.shape
+    rows = img.reshape(h, w * c)
+    sub = rows.copy()
+    sub[:, c:] = rows[:, c:] - rows[:, :-c]
+    up = rows.copy()
+    up[1:] = rows[1:] - rows[:-1]
+    choice = rng.integers(0, 3, h)
+    raw = np.empty((h, w * c + 1), np.uint8)
+    raw[:, 0] = choice
+    raw[:, 1:] = np.stack([rows, sub, up])[choice, np.arange(h)]
+    idat = zlib.compress(raw.tobytes(), int(rng.integers(1, 10)))
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    body = png_chunk(b"IHDR", header)
+    tail = png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    target = served_size(h, w)
+    pad = target - len(PNG_SIGNATURE) - len(body) - len(tail) - 12 - len(b"Comment\0")
+    if pad < 32:
+        raise AssertionError("served_size() is below the encoded size")  # zlib's bound says never
+    salt = rng.bytes(pad // 2 + 1).hex()[:pad].encode("ascii")
+    return PNG_SIGNATURE + body + png_chunk(b"tEXt", b"Comment\0" + salt) + tail
+
+
+class ImageFolder:
+    """TASKS/images/: one file per trial and image slot (served_png), named by its content hash."""
+
+    def __init__(self, folder: Path, base_url: Optional[str], relative_prefix: str, seed: int = 0):
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.base = base_url.rstrip("/") + "/" if base_url else None
         self.relative_prefix = relative_prefix
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, SALT_STREAM]))
+
+    def add_served(self, rgb_u8) -> str:
+        """A file of its own for one image slot of one trial."""
+        return self.add_bytes(served_png(rgb_u8, self.rng))
 
     def add_bytes(self, data: bytes) -> str:
         name = sha256_bytes(data)[:16] + ".png"
@@ -88,9 +144,6 @@ class ImageFolder:
         if not path.exists():
             write_atomic(path, data)
         return name
-
-    def add_array(self, rgb_u8) -> str:
-        return self.add_bytes(encode_png(rgb_u8))
 
     def url(self, name: str, relative_to_root: bool = False) -> str:
         if self.base:
@@ -112,48 +165,52 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
     n = len(subset.stems)
     if n == 0:
         raise TasksError(f"{subset.path} has no examples")
-    images = ImageFolder(out / "images", s.base_url, "../images/")
+    images = ImageFolder(out / "images", s.base_url, "../images/", s.seed)
     items: Dict[str, dict] = {}
     files: Dict[str, Dict[str, str]] = {}  # item id -> folder -> image file name
 
-    # test examples: their own PNG bytes, copied as they are
+    # test examples: their pixels, served like every other trial's (served_png)
     test_ids = []
     for stem in subset.stems:
         item = opaque_id(s.name, s.seed, f"test:{subset.rel}/{stem}")
         items[item] = {"kind": "test", "stem": stem}
-        files[item] = {f: images.add_bytes((subset.path / f / f"{stem}.png").read_bytes()) for f in image_folders(task)}
+        files[item] = {f: images.add_served(read_png(subset.path / f / f"{stem}.png")) for f in image_folders(task)}
         test_ids.append(item)
 
     per_hit = min(s.per_hit, n)
     n_hits = -(-n // per_hit)
-    shortfall = n_hits * per_hit - n  # the last HIT is filled up with extra sentinels
     n_sent = sentinels_per_hit(per_hit, s.sentinel_rate)
-    pool_size = max(2 * n_sent, n_sent + shortfall)
+    order = np.random.default_rng(np.random.SeedSequence([s.seed, ORDER_STREAM])).permutation(n)
+    hit_tests = [[test_ids[int(i)] for i in order[h * per_hit:(h + 1) * per_hit]] for h in range(n_hits)]
+    # each HIT's sentinels are its own (the last HIT is filled up with extra ones), in the paper's mix
+    hit_kinds = hit_sentinel_kinds(task, [n_sent + per_hit - len(tests) for tests in hit_tests], s.seed)
+    made = make_obvious_trials(subset.path, task, subset.stems, [k for kinds in hit_kinds for k in kinds], s.seed,
+                               SENTINEL_STREAM)
     sentinel_ids = []
-    for k, trial in enumerate(make_obvious_trials(subset.path, task, subset.stems, sentinel_kinds(task, pool_size),
-                                                  s.seed, SENTINEL_STREAM)):
+    for k, trial in enumerate(made):
         item = opaque_id(s.name, s.seed, f"sentinel:{k}")
         items[item] = {"kind": "sentinel", "expected": trial["expected"], "recipe": trial["recipe"]}
-        files[item] = {f: images.add_array(trial["images"][f]) for f in image_folders(task)}
+        files[item] = {f: images.add_served(trial["images"][f]) for f in image_folders(task)}
         sentinel_ids.append(item)
 
     practice_ids = make_practice(subset, s, items, files, images)
 
-    order = np.random.default_rng(np.random.SeedSequence([s.seed, ORDER_STREAM])).permutation(n)
-    hits = []
-    for h in range(n_hits):
+    if task == "2afc":  # the side p0 is shown on: one per trial id, in every file that names it
+        side_rng = np.random.default_rng(np.random.SeedSequence([s.seed, SIDE_STREAM]))
+        for item in items:
+            items[item]["p0side"] = "left" if side_rng.random() < 0.5 else "right"
+    hits, used = [], 0
+    for h, tests in enumerate(hit_tests):
         rng = np.random.default_rng(np.random.SeedSequence([s.seed, ORDER_STREAM, h]))
-        tests = [test_ids[int(i)] for i in order[h * per_hit:(h + 1) * per_hit]]
-        extra = n_sent + (per_hit - len(tests))
-        chosen = [sentinel_ids[int(i)] for i in rng.choice(len(sentinel_ids), size=extra, replace=False)] if extra else []
+        chosen = sentinel_ids[used:used + len(hit_kinds[h])]
+        used += len(chosen)
         body = tests + chosen
         body = [body[int(i)] for i in rng.permutation(len(body))]
-        side_rng = np.random.default_rng(np.random.SeedSequence([s.seed, SIDE_STREAM, h]))
         trials = []
         for item in practice_ids + body:
             trial = {"item": item}
             if task == "2afc":
-                trial["p0side"] = "left" if side_rng.random() < 0.5 else "right"
+                trial["p0side"] = items[item]["p0side"]
             trials.append(trial)
         hits.append({"hit": h + 1, "trials": trials})
 
@@ -163,7 +220,9 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
         "settings": asdict(s),
         "derived": {"test_trials_per_hit": per_hit, "sentinels_per_hit": n_sent, "practice_per_hit": len(practice_ids),
                     "trials_per_hit": len(practice_ids) + per_hit + n_sent, "hits": n_hits,
-                    "sentinel_pool": len(sentinel_ids), "examples": n},
+                    "sentinel_pool": len(sentinel_ids), "examples": n,
+                    "image_bytes": served_size(*read_png(subset.path / image_folders(task)[0]
+                                                         / f"{subset.stems[0]}.png").shape[:2])},
         "items": items,
         "files": files,
         "hits": hits,
@@ -175,6 +234,20 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
     write_json_atomic(out / "tasks.json", record)
     (out / "README.txt").write_text(next_steps(record), encoding="utf-8")
     return record
+
+
+def hit_sentinel_kinds(task: str, counts: List[int], seed: int) -> List[List[str]]:
+    """The kinds of each HIT's sentinels. A HIT with 2 or more has both JND kinds in the paper's
+    proportion; the HITs with a single sentinel share one such mix between them (at random), so
+    the set as a whole keeps heavy-noise pairs: a worker who always says "same" is caught."""
+    out = [sentinel_kinds(task, c) if c != 1 else None for c in counts]
+    single = [h for h, c in enumerate(counts) if c == 1]
+    if single:
+        shared = sentinel_kinds(task, len(single))
+        rng = np.random.default_rng(np.random.SeedSequence([seed, SENTINEL_STREAM, 1 << 22]))
+        for h, k in zip(single, rng.permutation(len(shared))):
+            out[h] = [shared[int(k)]]
+    return out
 
 
 def make_practice(subset: Subset, s: TaskSettings, items, files, images) -> List[str]:
@@ -195,14 +268,14 @@ def make_practice(subset: Subset, s: TaskSettings, items, files, images) -> List
     for k, trial in enumerate(make_obvious_trials(subset.path, task, subset.stems, kinds, s.seed, PRACTICE_STREAM)):
         item = opaque_id(s.name, s.seed, f"practice:{k}")
         items[item] = {"kind": "practice", "expected": trial["expected"], "recipe": trial["recipe"]}
-        files[item] = {f: images.add_array(trial["images"][f]) for f in image_folders(task)}
+        files[item] = {f: images.add_served(trial["images"][f]) for f in image_folders(task)}
         ids.append(item)
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, PRACTICE_STREAM, 1 << 21]))
     for k, i in enumerate(rng.choice(len(subset.stems), size=n_real, replace=n_real > len(subset.stems))):
         stem = subset.stems[int(i)]
         item = opaque_id(s.name, s.seed, f"practice:real:{k}")
         items[item] = {"kind": "practice", "stem": stem}
-        files[item] = {f: images.add_bytes((subset.path / f / f"{stem}.png").read_bytes()) for f in image_folders(task)}
+        files[item] = {f: images.add_served(read_png(subset.path / f / f"{stem}.png")) for f in image_folders(task)}
         ids.append(item)
     order = rng.permutation(len(ids))
     return [ids[int(i)] for i in order]

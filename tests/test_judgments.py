@@ -192,8 +192,9 @@ def test_toloka_tsv(afc_tasks, tmp_path):
             for i in range(1, len(row) // 5 + 1):
                 item, side = row[f"item{i}"], row[f"p0side{i}"]
                 judgments_rows.append((worker, f"{worker}-{h}", "APPROVED", item, side, fn(item, side)))
-    judgments_rows.append(("tw9", "tw9-0", "REJECTED", rows[0]["item1"], "left", "left"))
-    judgments_rows.append(("tw9", "tw9-1", "SKIPPED", rows[0]["item2"], "left", ""))
+    # INPUT:p0side is the task's own input: the side tasks.json records (a different one is an error)
+    judgments_rows.append(("tw9", "tw9-0", "REJECTED", rows[0]["item1"], rows[0]["p0side1"], "left"))
+    judgments_rows.append(("tw9", "tw9-1", "SKIPPED", rows[0]["item2"], rows[0]["p0side2"], ""))
     results = write(tmp_path / "assignments.tsv", toloka_tsv(record, judgments_rows))
     summary = ingest_files([results], dataset)
     assert counts_of(dataset) == expected_counts()
@@ -369,8 +370,10 @@ def test_jnd_tasks_ingest_and_same_rates(tiny_dataset, tmp_path):
     for item, info in record["items"].items():
         if info.get("expected") == "same":
             files = record["files"][item]
-            assert (tmp_path / "jt" / "images" / files["p0"]).read_bytes() == \
-                   (tmp_path / "jt" / "images" / files["p1"]).read_bytes()
+            # the same pixels in two files that share no name and no bytes (test_judgments_trust.py)
+            assert files["p0"] != files["p1"]
+            assert np.array_equal(read_png(tmp_path / "jt" / "images" / files["p0"]),
+                                  read_png(tmp_path / "jt" / "images" / files["p1"]))
     rows = read_input_rows(tmp_path / "jt")
 
     def says(taste):
@@ -417,7 +420,8 @@ def test_tasks_cli_then_ingest_with_tasks_folder(tiny_dataset, tmp_path):
     assert golden and all(record["items"][g[0]]["kind"] == "sentinel" for g in golden)
     (tiny_dataset / AFC / "judgments" / "tasks" / "toloka-run.json").unlink()
     item = next(i for i, v in record["items"].items() if v["kind"] == "test")
-    res = write(tmp_path / "r.tsv", toloka_tsv(record, [("w", "a1", "APPROVED", item, "left", "right")]))
+    side = record["items"][item]["p0side"]  # as the TSV uploaded to Toloka gave it (INPUT:p0side)
+    res = write(tmp_path / "r.tsv", toloka_tsv(record, [("w", "a1", "APPROVED", item, side, "right")]))
     with pytest.raises(IngestError, match="not in this dataset"):
         ingest_files([res], tiny_dataset)
     summary = ingest_files([res], tiny_dataset, tasks=[out])

@@ -240,3 +240,24 @@ def test_jnd_page_keeps_timing_and_order(tiny_dataset, served, browser):
     assert browser.js("document.querySelector(\"input[name='choice1']\").value") == "same"
     # the next trial needs its own sequence before an answer counts
     assert browser.js("document.getElementById('answer-same').disabled") is True
+    # play the rest: the page's own answers (generic format) carry each trial's timing and the
+    # submit time, and ingest reads both (a trial off the protocol would be excluded)
+    n = sum(1 for k in row if k.startswith("item"))
+    for i in range(2, n + 1):
+        browser.key(" ", "Space", 32, " ")
+        browser.wait_for("!document.getElementById('answer-same').disabled", timeout=5)
+        browser.key("d", "KeyD", 68, "d")
+    browser.wait_for("!document.getElementById('done').hidden", timeout=5)
+    lines = [json.loads(x) for x in browser.js("window.bappsResults").splitlines()]
+    assert len(lines) == n and all(len(x["timing"].split(",")) == 3 for x in lines)
+    assert lines[0]["submitted"].endswith("Z")
+    results = tasks / "from-page.jsonl"
+    results.write_text(browser.js("window.bappsResults"))
+    from judgments.store import read_rows
+    summary = ingest_files([results], tiny_dataset, write_labels=False)
+    assert summary["rows_read"] == n
+    stored = read_rows(tiny_dataset / "jnd/val/traditional" / "judgments" / "rows.tsv")
+    assert stored.timing == [x["timing"] for x in lines] and set(stored.submitted) == {
+        lines[0]["submitted"].replace("Z", "")[:23] + "Z"}
+    report = summary["subsets"]["jnd/val/traditional"]
+    assert report["timing"]["untimed_rows"] == 0

@@ -170,14 +170,17 @@ SCRIPT = r"""
     var worker = ($("worker-id") && $("worker-id").value) || params.get("workerId") || params.get("worker") || "anonymous";
     return trials.map(function (t) {
       var row = {worker: worker, assignment: sessionId, item: t.item, response: t.choice.value,
-                 time_ms: Number(t.rt.value)};
+                 time_ms: Number(t.rt.value), submitted: submittedAt};
       if (TASK === "2afc") row.side = t.side;
+      if (TASK === "jnd") row.timing = t.timing.value;
       return JSON.stringify(row);
     }).join("\n") + "\n";
   }
 
+  var submittedAt = "";
   function finish() {
     current = trials.length;
+    submittedAt = new Date().toISOString();
     $("stage").hidden = true; $("done").hidden = false;
     window.bappsResults = resultsAsJsonLines();
     var turkSubmitTo = params.get("turkSubmitTo");
