@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 import distortions
+from distortions.calibration import severity_to_strength
 
 warnings.filterwarnings("ignore")
 
@@ -57,7 +58,8 @@ def ours(name):
     rng = np.random.default_rng(1)
 
     def call(img):
-        return fam.apply(img, fam.sample(rng, float(rng.random())))
+        # as builds sample: a uniform severity through the family's calibrated map
+        return fam.apply(img, fam.sample(rng, severity_to_strength(name, float(rng.random()))))
     return call
 
 

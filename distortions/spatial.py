@@ -11,9 +11,10 @@ maps severity to them):
   axis up to 0.002 .. 0.22; each component's share and sign are drawn; the whole transform
   is scaled down when a corner of a 64-px patch would move more than MAX_DISPLACEMENT.
 - homography: each corner moves 0.1 .. 8 px (times a drawn share in [0.5, 1]).
-- linear_warp, cubic_warp: displacement std at the control points 0.05 .. 7 px, the flow
-  scaled down so that no pixel moves more than MAX_DISPLACEMENT, and further until its
-  Jacobian determinant is at least MIN_JACOBIAN everywhere (no fold-over).
+- linear_warp, cubic_warp: displacement std at the control points 0.05 .. 12 px, the flow
+  softly capped so that no pixel moves more than MAX_DISPLACEMENT, and scaled down until its
+  Jacobian determinant is at least 0.6 .. MIN_JACOBIAN everywhere (no fold-over; the
+  guard loosens with strength).
 - ghosting: echo weight alpha 0.01 .. 0.7, offset length 2 .. 8 px (whole pixels).
 - chromatic_aberration: radial displacement at the farthest corner 0.05 .. 9.5 px.
 """
@@ -32,7 +33,7 @@ from .registry import Family, register
 
 CONTEXT = 8  # bapps_build.patches.CONTEXT_MARGIN (the distortions package imports nothing above it)
 MAX_DISPLACEMENT = float(CONTEXT)
-MIN_JACOBIAN = 0.1  # a warp may compress space to a tenth locally, never fold it
+MIN_JACOBIAN = 0.05  # the strongest warp may compress space twentyfold locally, never fold it
 PATCH = 64  # the patch size the affine bound is computed for
 
 
@@ -113,8 +114,11 @@ def apply_homography(image, params):
 
 def _sample_grid_warp(grid_sizes):
     def sample(rng, severity):
-        return {"grid": int(rng.choice(grid_sizes)), "amplitude": lerp(0.05, 7.0, severity),
-                "seed": draw_seed(rng), "max_displacement": MAX_DISPLACEMENT, "min_jacobian": MIN_JACOBIAN}
+        # the fold guard loosens as strength grows (never below MIN_JACOBIAN), so a stronger
+        # warp is always a visibly stronger one instead of the same field scaled to the guard
+        return {"grid": int(rng.choice(grid_sizes)), "amplitude": lerp(0.05, 12.0, severity),
+                "seed": draw_seed(rng), "max_displacement": MAX_DISPLACEMENT,
+                "min_jacobian": lerp(0.6, MIN_JACOBIAN, severity)}
     return sample
 
 
@@ -136,7 +140,8 @@ def _interpolation_weights(length: int, grid: int, order: int) -> np.ndarray:
 def dense_flow(params, height, width, order):
     """A (grid x grid) random displacement field interpolated to every pixel: (flow_x, flow_y).
 
-    Records with "max_displacement" scale the flow down so that no pixel moves farther; with
+    Records with "max_displacement" L scale the flow so that its peak displacement p becomes
+    p / (1 + (p / L)^4)^(1/4), below L and still growing with p; with
     "min_jacobian" the flow is scaled by the largest k in (0, 1] (bisection) for which the
     Jacobian determinant of x -> x + k flow(x) stays above it everywhere, so the warp never
     folds. Records without them (older builds) replay the raw field as they were made.
@@ -147,10 +152,12 @@ def dense_flow(params, height, width, order):
     wx = _interpolation_weights(width, g, order)
     flow = [wy @ c @ wx.T for c in control]
     if "max_displacement" in params:
+        # a soft cap: the peak displacement p becomes p / (1 + (p / L)^4)^(1/4) < L, nearly p
+        # well below L and still growing with p above it
         peak = float(np.hypot(flow[0], flow[1]).max())
         limit = float(params["max_displacement"])
-        if peak > limit:
-            flow = [f * (limit / peak) for f in flow]
+        if peak > 0:
+            flow = [f / (1.0 + (peak / limit) ** 4) ** 0.25 for f in flow]
     if "min_jacobian" in params:
         floor = float(params["min_jacobian"])
         if min_jacobian(flow, 1.0) < floor:
@@ -232,16 +239,16 @@ register(Family("affine_warp", "spatial", sample_affine_warp, apply_affine_warp,
 register(Family("homography", "spatial", sample_homography, apply_homography,
                 {"corners": "[[dx, dy] x 4]: offsets in pixels of the TL, TR, BR, BL corners, up to 8"},
                 "corner displacement from 0.1 to 8 px"))
-_GRID_PARAMS = {"grid": "control points per side", "amplitude": "displacement std at the control points in pixels, 0.05..7",
+_GRID_PARAMS = {"grid": "control points per side", "amplitude": "displacement std at the control points in pixels, 0.05..12",
                 "seed": "integer seed of the control displacements",
-                "max_displacement": "the flow is scaled down so that no pixel moves farther (px)",
+                "max_displacement": "soft cap L: the peak displacement p becomes p / (1 + (p / L)^4)^(1/4) (px)",
                 "min_jacobian": "the flow is scaled down until its Jacobian determinant is >= this everywhere"}
 register(Family("linear_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(1),
                 {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
-                "displacement amplitude from 0.05 to 7 px"))
+                "displacement amplitude from 0.05 to 12 px"))
 register(Family("cubic_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(3),
                 {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
-                "displacement amplitude from 0.05 to 7 px"))
+                "displacement amplitude from 0.05 to 12 px"))
 register(Family("ghosting", "spatial", sample_ghosting, apply_ghosting,
                 {"alpha": "weight of the echo, 0.01..0.7",
                  "dx": "echo offset in whole pixels (x)", "dy": "echo offset in whole pixels (y)"},
