@@ -89,13 +89,14 @@ def distort_options(fn):
                      help="Random rescale of the source before cropping, MIN MAX (log-uniform)."),
         click.option("--flat-threshold", type=float, default=0.015, show_default=True,
                      help="Reject patches whose gray-level std (on [0, 1]) is below this."),
-        click.option("--max-chain", type=click.IntRange(1, 20), default=2, show_default=True,
-                     help="Each distorted patch gets a chain of 1..MAX families."),
+        click.option("--max-chain", type=click.IntRange(1, 20), default=None,
+                     help="Each distorted patch gets a chain of 1..MAX families [default: 2 for "
+                          "2afc, 1 for jnd]."),
         click.option("--families", "families", multiple=True,
                      help="Restrict to these families, comma-separated (see `bapps-build families`)."),
         click.option("--severity-range", type=(float, float), default=None,
                      help="Draw severities uniformly in MIN MAX (within [0, 1]). Default: 0 1 for "
-                          "2afc; for jnd, 0.5 u^2 (concentrated at the visibility threshold)."),
+                          "2afc; for jnd, 0.08 u^2, one family (concentrated at the visibility threshold)."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=200_000_000, show_default=True,
                      help="Refuse source images with more pixels (decompression-bomb guard)."),
         click.option("--format", "fmt", type=click.Choice(["bapps", "webdataset"]), default="bapps",

@@ -27,7 +27,7 @@ class BuildConfig:
     flat_threshold: float = 0.015
     max_flat_attempts: int = 50
     min_chain: int = 1
-    max_chain: int = 2
+    max_chain: Optional[int] = None  # None: 2 for 2afc (single and composed), 1 for jnd
     families: Optional[Tuple[str, ...]] = None  # None: every registered traditional family
     severity_range: Optional[Tuple[float, float]] = None  # None: the task's default (see recipes)
     val_fraction: float = 0.2
@@ -54,7 +54,7 @@ class BuildConfig:
         lo, hi = self.scale_range
         need(0 < lo <= hi and math.isfinite(hi), f"--scale-range needs 0 < MIN <= MAX, got {lo} {hi}")
         need(0 <= self.flat_threshold < 0.5, f"--flat-threshold must be in [0, 0.5), got {self.flat_threshold}")
-        need(1 <= self.min_chain <= self.max_chain <= 20,
+        need(1 <= self.min_chain <= self.longest_chain <= 20,
              f"--max-chain must be in 1..20 and at least --min-chain, got {self.min_chain}..{self.max_chain}")
         if self.severity_range is not None:
             s_lo, s_hi = self.severity_range
@@ -64,6 +64,14 @@ class BuildConfig:
         need(self.max_pixels >= self.patch_size**2, f"--max-pixels is below one patch: {self.max_pixels}")
         need(self.format in ("bapps", "webdataset"), f"--format must be bapps or webdataset, got {self.format!r}")
         need(self.maxcount >= 1, f"--maxcount must be a positive integer, got {self.maxcount}")
+
+    @property
+    def longest_chain(self) -> int:
+        """--max-chain, or the task's default: JND pairs ask whether one distortion near the
+        threshold is visible (a composed pair at the threshold severity is not: see recipes)."""
+        if self.max_chain is not None:
+            return self.max_chain
+        return 1 if self.task == "jnd" else 2
 
     @property
     def image_folders(self):

@@ -199,7 +199,7 @@ def mix_chain_sampler(rng, families, cfg) -> list:
     traditional = [f for f in families if f != "cnn"]
     if not traditional or rng.random() < CNN_SHARE:
         return cnn_chain_sampler(rng, families, cfg)
-    return sample_chain(rng, traditional, max_chain=cfg.max_chain, min_chain=cfg.min_chain,
+    return sample_chain(rng, traditional, max_chain=cfg.longest_chain, min_chain=cfg.min_chain,
                         severity_range=cfg.severity_range or (0.0, 1.0))
 
 
