@@ -427,10 +427,10 @@ def export(source, fmt, out, maxcount, stored_size, workers, executor, scheduler
         if stored_size:
             raise click.UsageError("--stored-size goes with --format bapps")
         summary = export_to_shards(source, out, maxcount=maxcount, workers=workers, executor=executor,
-                                   scheduler=scheduler, progress=not quiet)
+                                   scheduler=scheduler, progress=not quiet, log=lambda m: click.echo(m, err=True))
     else:
         summary = export_to_tree(source, out, stored_size=stored_size, workers=workers, executor=executor,
-                                 scheduler=scheduler, progress=not quiet)
+                                 scheduler=scheduler, progress=not quiet, log=lambda m: click.echo(m, err=True))
     for s in summary["subsets"]:
         click.echo(f"{s['subset']}: {s['examples']} examples" + (f" in {s['shards']} shard(s) -> {s['target']}"
                                                                   if "shards" in s else ""))

@@ -97,7 +97,7 @@ def _rebuild_work_error(places, kind, message, detail):
 
 # causes that say what is wrong by themselves: no traceback hint
 _PEOPLE_KINDS = {"BuildError", "SourceError", "UnusableSource", "ConfigError", "LockError", "ExportError",
-                 "OSError", "PermissionError", "FileNotFoundError", "IsADirectoryError", "NotARegularFile",
+                 "ShardError", "OSError", "PermissionError", "FileNotFoundError", "IsADirectoryError", "NotARegularFile",
                  "MemoryError"}
 
 
