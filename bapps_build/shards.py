@@ -18,6 +18,8 @@ import tarfile
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Tuple
 
+from .layout import STEM_PATTERN
+
 BLOCK = 512
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z: a constant, and not one tools call implausible
 FIELD_ORDER = ("ref.png", "p0.png", "p1.png", "judge.npy", "same.npy", "json")
@@ -95,7 +97,7 @@ class ShardError(ValueError):
     """A shard a reader must not trust: a member name or size outside the format, or a damaged tar."""
 
 
-KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # a stem: no dots, separators or `..`
+KEY_PATTERN = STEM_PATTERN  # a key is a stem: no dots, separators or `..`
 MAX_MEMBER_BYTES = 256 * 2**20  # far above any patch at any --stored-size
 
 

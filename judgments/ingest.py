@@ -281,6 +281,7 @@ def _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_
         if qc_params_for(subset, min_sentinel_accuracy) != qc_params_for(subset, None):
             to_process.add(k)  # same judgments, another threshold: recompute
     results = {}
+    locks = _lock_subsets([catalog.subsets[k].path for k in to_process])  # one writer per subset
     txn = Transaction()
     try:
         for k in sorted(skipped_subsets - to_process):
@@ -310,7 +311,18 @@ def _ingest(paths, dataset, tasks, min_sentinel_accuracy, write_labels, partial_
     except BaseException:
         txn.abort()
         raise
+    finally:
+        locks.close()
     return {"files": files, "rows_read": sum(len(r) for r in raws), "subsets": results}
+
+
+def _lock_subsets(folders):
+    from bapps_build.locks import lock_folders
+
+    try:
+        return lock_folders(folders, "bapps-build ingest")
+    except RuntimeError as exc:
+        raise IngestError(f"{exc} Nothing was ingested.") from None
 
 
 def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QCParams, report: dict,
