@@ -18,6 +18,22 @@ def _print_traceback(exc: BaseException) -> None:
         print("\nIn the worker:\n" + detail, file=sys.stderr)
 
 
+MAX_LINE = 2000
+
+
+def for_terminal(message: str) -> str:
+    """A message as shown: each over-long line cut in the middle (a rejected 50 MB id is not echoed
+    whole), and anything the terminal's encoding cannot show escaped (never a second error)."""
+    lines = []
+    for line in message.split("\n"):
+        if len(line) > MAX_LINE:
+            line = f"{line[:MAX_LINE // 2]} ...({len(line) - MAX_LINE:,} characters cut)... {line[-MAX_LINE // 2:]}"
+        lines.append(line)
+    text = "\n".join(lines)
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
 def friendly_errors(people_errors):
     """A decorator for click commands: the given exception types become click errors.
 
@@ -36,11 +52,11 @@ def friendly_errors(people_errors):
             except caught as exc:
                 if os.environ.get(DEBUG_ENV):
                     _print_traceback(exc)
-                raise click.ClickException(str(exc)) from None
+                raise click.ClickException(for_terminal(str(exc))) from None
             except WorkError as exc:
                 if os.environ.get(DEBUG_ENV):
                     _print_traceback(exc)
-                raise click.ClickException(f"{exc} (run with {DEBUG_ENV}=1 to see the traceback)") from None
+                raise click.ClickException(for_terminal(f"{exc} (run with {DEBUG_ENV}=1 to see the traceback)")) from None
 
         return wrapper
 

@@ -495,3 +495,40 @@ def test_a_killed_export_leaves_nothing_that_looks_complete_and_runs_again(tmp_p
     # and once more: the complete export is checked and left alone
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     assert res.returncode == 0 and "already exported" in res.stderr
+
+
+# ------------------------------------------------------------------ 9. messages
+
+
+def test_a_finished_build_never_fails_on_a_name_the_terminal_cannot_show(tmp_path):
+    from skimage import data
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(data.astronaut()).save(src / "photo.png")
+    (src / "café-broken.png").write_bytes(b"not an image")
+    with open(os.fsencode(src) + b"/bad\xff.png", "wb") as f:  # a name that is not UTF-8
+        f.write(b"junk")
+    out = tmp_path / "out"
+    proc = subprocess.run(_distort_cmd(out, 5, 1, "--sources", str(src), "--val-fraction", "0"),
+                          env={**ENV, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"caf\\xe9-broken.png" in proc.stdout and b"bad\\udcff.png" in proc.stdout, proc.stdout
+
+
+def test_an_over_long_message_is_cut():
+    from bapps_build.errors import for_terminal
+
+    shown = for_terminal("item " + "x" * 50_000_000 + " is unknown")
+    assert len(shown) < 3000 and shown.startswith("item xx") and shown.endswith("is unknown")
+
+
+def test_a_corrupt_manifest_line_is_named_on_export(tmp_path):
+    run_build(BuildConfig(n=6, seed=2), tmp_path / "tree", workers=1, **QUIET)
+    manifest = sub_of(tmp_path / "tree") / MANIFEST
+    lines = manifest.read_text().splitlines()
+    lines[3] = lines[3][:40]
+    manifest.write_text("\n".join(lines) + "\n")
+    res = cli("export", tmp_path / "tree", "--format", "webdataset", "--out", tmp_path / "s", "--quiet")
+    assert res.exit_code == 1 and f"{manifest}, line 4" in res.output and "Traceback" not in res.output, res.output
