@@ -169,13 +169,25 @@ def write_index(folder, name: str, task: str, shards: List[dict], extra=None) ->
     return index
 
 
+def read_index(folder) -> dict:
+    """A shard set's index.json; a damaged one raises ValueError naming the file."""
+    path = Path(folder) / INDEX
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({str(exc)[:200]}); export or build the shard set again") from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise ValueError(f"{path}: not a shard index (a JSON object with a list of shards)")
+    return index
+
+
 def is_shard_set(folder) -> bool:
     return (Path(folder) / INDEX).exists()
 
 
 def find_sample(folder, key: str) -> Dict[str, bytes]:
     """The fields of one sample of a shard set, found through the index's key ranges."""
-    index = json.loads((Path(folder) / INDEX).read_text())
+    index = read_index(folder)
     for shard in index["shards"]:
         if shard.get("first_key") is not None and shard["first_key"] <= key <= shard["last_key"]:
             for k, fields in read_shard(Path(folder) / shard["file"]):
@@ -188,7 +200,7 @@ def verify_shard_set(folder, task: str, folders, label: str, manifest_records=No
     """Problems a reader would hit: missing or changed shards, wrong counts, missing fields, keys."""
     folder = Path(folder)
     problems: List[str] = []
-    index = json.loads((folder / INDEX).read_text())
+    index = read_index(folder)
     previous, total = "", 0
     files_of = {r["stem"]: r.get("files", {}) for r in manifest_records or []}
     for shard in index["shards"]:

@@ -86,17 +86,34 @@ def test_a_short_write_fails_an_ingest_transaction(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def _disk_fills_during_a_part_file():
+    """os.write where the disk fills up while a chunk's manifest part is written: that write is
+    short (half), every later one fails with ENOSPC, as on a real full disk."""
+    real = os.write
+    state = {"full": False}
+
+    def write(fd, data):
+        if state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if "chunk-" in os.readlink(f"/proc/self/fd/{fd}"):
+            state["full"] = True
+            return real(fd, bytes(memoryview(data)[: len(data) // 2]))
+        return real(fd, data)
+    return write
+
+
 def test_a_build_on_a_full_disk_stops_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     clean = tmp_path / "clean"
     run_build(BuildConfig(n=60, seed=4), clean, workers=1, **QUIET)
     out = tmp_path / "full"
-    monkeypatch.setattr(files_module.os, "write", _full_disk_after(300_000))
+    monkeypatch.setattr(os, "write", _disk_fills_during_a_part_file())
     with pytest.raises(BuildError) as err:
         run_build(BuildConfig(n=60, seed=4), out, workers=1, **QUIET)
     monkeypatch.undo()
     assert "No space left on device" in str(err.value) and "--resume" in str(err.value)
     run_build(BuildConfig(n=60, seed=4), out, workers=1, resume=True, **QUIET)
     assert tree_bytes(clean) == tree_bytes(out)
+    assert verify_dataset(out)[0]["problems"] == []
 
 
 def _crash_after(n_examples):
@@ -297,6 +314,14 @@ def test_a_failure_in_a_worker_shows_its_cause_and_example(tmp_path, boom_plugin
     from bapps_build.errors import work_error_detail
 
     assert 'raise ValueError("plugin boom")' in work_error_detail(err.value)
+
+
+def test_a_dead_worker_is_reported_as_such(tmp_path, boom_plugin):
+    boom_plugin.write_text(PLUGIN.replace('raise ValueError("plugin boom")', "import os; os._exit(3)"))
+    cfg = BuildConfig(n=40, families=["boom"], plugins=[str(boom_plugin)])
+    with pytest.raises(BuildError) as err:
+        run_build(cfg, tmp_path / "d", workers=2, **QUIET)
+    assert "a worker process died" in str(err.value) and "NoneType" not in str(err.value), str(err.value)
 
 
 def test_the_cli_shows_a_worker_failure_without_a_traceback(tmp_path, boom_plugin):
@@ -532,3 +557,29 @@ def test_a_corrupt_manifest_line_is_named_on_export(tmp_path):
     manifest.write_text("\n".join(lines) + "\n")
     res = cli("export", tmp_path / "tree", "--format", "webdataset", "--out", tmp_path / "s", "--quiet")
     assert res.exit_code == 1 and f"{manifest}, line 4" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_an_ingest_beside_a_writer_of_the_subset_is_refused(tmp_path):
+    from bapps_build.locks import FolderLock
+    from judgments.ingest import IngestError, ingest_files
+
+    root = tmp_path / "ds"
+    run_build(BuildConfig(n=6, split="val", val_fraction=1.0, seed=3), root, workers=1, **QUIET)
+    sub = sub_of(root, split="val")
+    results = tmp_path / "lab.csv"
+    results.write_text("worker,assignment,item,response,side,time_ms,status\n"
+                       "A,a1,2afc/val/traditional/000000,p1,,900,\n")
+    before = tree_bytes(root)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom bapps_build.locks import FolderLock\n"
+                               f"FolderLock({str(sub)!r}, 'bapps-build distort').acquire()\nprint('held', flush=True)\n"
+                               "time.sleep(60)"], env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(IngestError, match=f"pid {holder.pid}"):
+            ingest_files([results], root, partial_labels=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert {k: v for k, v in tree_bytes(root).items() if "lock" not in k} == before
+    ingest_files([results], root, partial_labels=True)  # the holder is gone: its stale lock is taken over
+    assert (sub / "judgments" / "rows.tsv").exists()
