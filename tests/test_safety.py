@@ -5,6 +5,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -95,7 +96,7 @@ def _disk_fills_during_a_part_file():
     def write(fd, data):
         if state["full"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        if "chunk-" in os.readlink(f"/proc/self/fd/{fd}"):
+        if re.search(r"chunk-\d+\.jsonl", os.readlink(f"/proc/self/fd/{fd}")):
             state["full"] = True
             return real(fd, bytes(memoryview(data)[: len(data) // 2]))
         return real(fd, data)
@@ -213,9 +214,16 @@ def test_a_resume_beside_a_running_build_is_refused_and_a_dead_holder_is_taken_o
 
 
 def test_two_builds_into_one_folder_at_once(tmp_path):
+    import cv2
+
+    src = tmp_path / "src"  # enough photos that the scan takes a while: both start before either writes
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cv2.imwrite(str(src / f"{i:02d}.png"), rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
     out = tmp_path / "both"
-    procs = [subprocess.Popen(_distort_cmd(out, 400, seed), env=ENV, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    procs = [subprocess.Popen(_distort_cmd(out, 400, seed, "--sources", str(src), "--val-fraction", "0"), env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(rc for rc, _ in results)
     assert codes == [0, 1], results
