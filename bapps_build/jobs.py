@@ -35,6 +35,7 @@ from .locks import FolderLock
 from .layout import BUILD, MANIFEST, PARTS, REPORT, stem
 from .shards import shard_file_name, write_index, write_shard
 
+CHECK_ON_A_POOL = 50  # chunks to check on --resume from which a process pool is worth its start
 BATCH = 64  # examples made (and inferred, for cnn) together inside a chunk
 
 
@@ -323,8 +324,9 @@ def run_job(job: Job, *, workers: Optional[int], executor: str = "local", schedu
     if state.get("complete") and (out / MANIFEST).exists():
         return _already_complete(job, log)
     pending, redone = [], []
+    problems = check_chunks(job, workers)
     for k in range(job.n_chunks):
-        problem = job.chunk_problem(k)
+        problem = problems.get(k, "not made")
         if problem is not None:
             pending.append(k)
             if problem != "not made":
@@ -377,6 +379,24 @@ def run_job(job: Job, *, workers: Optional[int], executor: str = "local", schedu
     write_json_atomic(out / BUILD, state, durable=True)
     shutil.rmtree(out / PARTS, ignore_errors=True)  # the manifest holds it all now
     return report
+
+
+def _check_unit(job: Job, k: int, progress) -> tuple:
+    return k, job.chunk_problem(k)
+
+
+def check_chunks(job: Job, workers: int) -> Dict[int, Optional[str]]:
+    """chunk_problem of every chunk that has a statistics file (the others are simply not made).
+    Hashing every image of a big build takes a while (about 0.2 ms an image), so many chunks
+    are checked on a local process pool."""
+    candidates = [k for k in range(job.n_chunks) if job.stats_path(k).exists()]
+    found: Dict[int, Optional[str]] = {}
+    if len(candidates) < CHECK_ON_A_POOL or workers <= 1:
+        for k in candidates:
+            found[k] = job.chunk_problem(k)
+    else:
+        run_units(_check_unit, job, candidates, workers=workers, on_result=lambda r: found.__setitem__(r[0], r[1]))
+    return found
 
 
 def _chunk_name(job: Job, k: int) -> str:

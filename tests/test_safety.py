@@ -129,7 +129,8 @@ def _crash_after(n_examples):
     return chunk
 
 
-def test_resume_checks_each_chunk_before_trusting_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_checks_each_chunk_before_trusting_it(tmp_path, monkeypatch, workers):
     """A part file cut short (as a full disk left it) and an image changed on disk: both chunks redone."""
     clean = tmp_path / "clean"
     run_build(BuildConfig(n=60, seed=9), clean, workers=1, **QUIET)
@@ -138,6 +139,7 @@ def test_resume_checks_each_chunk_before_trusting_it(tmp_path, monkeypatch):
     with pytest.raises(BuildError):
         run_build(BuildConfig(n=60, seed=9), out, workers=1, **QUIET)
     monkeypatch.undo()
+    monkeypatch.setattr(jobs_module, "CHECK_ON_A_POOL", 1)  # with 2 workers: the checks run on the pool
     sub = sub_of(out)
     parts = sorted((sub / PARTS).glob("chunk-*.jsonl"))
     assert len(parts) >= 2
@@ -146,7 +148,7 @@ def test_resume_checks_each_chunk_before_trusting_it(tmp_path, monkeypatch):
     second = json.loads(parts[1].read_bytes().splitlines()[0])
     (sub / "p1" / f"{second['stem']}.png").write_bytes(b"\x89PNG\r\n\x1a\n not the image")
     logs = []
-    run_build(BuildConfig(n=60, seed=9), out, workers=1, resume=True, progress=False, log=logs.append)
+    run_build(BuildConfig(n=60, seed=9), out, workers=workers, resume=True, progress=False, log=logs.append)
     assert any("redoing chunk 0" in m for m in logs) and any("redoing chunk 1" in m for m in logs)
     assert tree_bytes(clean) == tree_bytes(out)
     assert all(len(json.loads(line)) for line in (sub / MANIFEST).read_text().splitlines())
