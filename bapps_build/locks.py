@@ -94,6 +94,7 @@ class FolderLock:
         self.path = lock_path(folder)
         self.command = command
         self.token = None
+        self.made_folders = []  # parents of the lock this lock created: removed again if left empty
 
     def _create(self) -> bool:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
@@ -116,7 +117,31 @@ class FolderLock:
         return True
 
     def acquire(self) -> "FolderLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        missing, parent = [], self.path.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+                self.made_folders.append(folder)
+            except FileExistsError:
+                pass
+        try:
+            return self._acquire()
+        except BaseException:
+            self._remove_made_folders()
+            raise
+
+    def _remove_made_folders(self) -> None:
+        for folder in reversed(self.made_folders):
+            try:
+                folder.rmdir()  # only when empty: a failed command leaves no empty folders behind
+            except OSError:
+                break
+        self.made_folders = []
+
+    def _acquire(self) -> "FolderLock":
         for _ in range(20):
             if self._create():
                 return self
@@ -187,6 +212,7 @@ class FolderLock:
                 if exc.errno != errno.ENOENT:
                     raise
         self.token = None
+        self._remove_made_folders()
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()

@@ -261,7 +261,7 @@ def read_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[bytes,
     try:
         data = read_regular_file(resolve_path(path), MAX_SOURCE_BYTES)
     except NotARegularFile as exc:
-        raise UnusableSource(f"not read: {exc.strerror}") from None
+        raise UnusableSource(f"cannot read the file: {exc.strerror}") from None
     except OSError as exc:
         raise UnusableSource(f"cannot read the file: {exc.strerror or exc}") from None
     return data, decode_bytes(data, path, max_pixels)
