@@ -362,8 +362,11 @@ def test_tasks_reads_only_the_dataset_own_files(tmp_path):
     lines[0] = json.dumps(record)
     (sub / MANIFEST).write_text("\n".join(lines) + "\n")
     settings = TaskSettings("generic", 3, 4, 0.0, 0, None, 0, "t")
-    with pytest.raises(TasksError, match="not a plain name"):
+    with pytest.raises(ValueError, match="not a plain name"):  # refused where the manifest is read
         build_task_set(resolve_subset(root, "2afc/val/traditional"), tmp_path / "tasks", settings)
+    subset = resolve_subset.__globals__["Subset"]("2afc", "2afc/val/traditional", sub, [record["stem"]])
+    with pytest.raises(TasksError, match="not a plain name"):  # and where the image is read
+        build_task_set(subset, tmp_path / "tasks", settings)
     published = [p.read_bytes() for p in (tmp_path / "tasks").rglob("*") if p.is_file()]
     assert b"the secret" not in published
     # a link inside an image folder that leads out is refused too
@@ -567,6 +570,29 @@ def test_a_corrupt_manifest_line_is_named_on_export(tmp_path):
     manifest.write_text("\n".join(lines) + "\n")
     res = cli("export", tmp_path / "tree", "--format", "webdataset", "--out", tmp_path / "s", "--quiet")
     assert res.exit_code == 1 and f"{manifest}, line 4" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_ingest_never_writes_or_removes_labels_outside_the_subset(tmp_path):
+    from judgments.ingest import ingest_files
+
+    root = tmp_path / "ds"
+    run_build(BuildConfig(n=2, split="val", val_fraction=1.0, seed=3), root, workers=1, **QUIET)
+    sub = sub_of(root, split="val")
+    victim = tmp_path / "victim.npy"
+    victim.write_bytes(b"precious")
+    lines = (sub / MANIFEST).read_text().splitlines()
+    lines[1] = json.dumps({**json.loads(lines[1]), "stem": str(victim)[:-4]})
+    (sub / MANIFEST).write_text("\n".join(lines) + "\n")
+    # a task record whose trial X1 is that example: a label for it would be written as <stem>.npy
+    (sub / "judgments" / "tasks").mkdir(parents=True)
+    (sub / "judgments" / "tasks" / "t.json").write_text(json.dumps({
+        "name": "t", "subset": "2afc/val/traditional", "task": "2afc",
+        "items": {"X0": {"kind": "test", "stem": "000000"}, "X1": {"kind": "test", "stem": str(victim)[:-4]}}}))
+    results = tmp_path / "lab.csv"
+    results.write_text("worker,assignment,item,response,side,time_ms,status\nA,a1,X0,p1,,900,\nA,a1,X1,p1,,900,\n")
+    with pytest.raises(ValueError, match="not a plain name"):
+        ingest_files([results], root, partial_labels=True)
+    assert victim.read_bytes() == b"precious" and not (sub / "judge").exists()
 
 
 def test_an_ingest_beside_a_writer_of_the_subset_is_refused(tmp_path):
