@@ -23,7 +23,6 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from bapps_build.files import encode_png, sha256_bytes, write_atomic, write_json_atomic
-from bapps_build.layout import read_dataset_file
 
 from .catalog import TASKS_DIR, Subset, opaque_id
 from .layouts import fill_template, render_layout, trial_columns
@@ -103,14 +102,6 @@ def image_folders(task: str):
     return ("ref", "p0", "p1") if task == "2afc" else ("p0", "p1")
 
 
-def _own_image(subset: Subset, folder: str, stem: str) -> bytes:
-    """A patch to publish: only the dataset's own file (a plain stem, no link leading out)."""
-    try:
-        return read_dataset_file(subset.path, folder, stem)
-    except ValueError as exc:
-        raise TasksError(f"{exc}; stopped") from None
-
-
 def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
     """Write every file of a task set for `subset` into `out`; returns the task record."""
     check_settings(s, subset.task)
@@ -130,7 +121,7 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
     for stem in subset.stems:
         item = opaque_id(s.name, s.seed, f"test:{subset.rel}/{stem}")
         items[item] = {"kind": "test", "stem": stem}
-        files[item] = {f: images.add_bytes(_own_image(subset, f, stem)) for f in image_folders(task)}
+        files[item] = {f: images.add_bytes((subset.path / f / f"{stem}.png").read_bytes()) for f in image_folders(task)}
         test_ids.append(item)
 
     per_hit = min(s.per_hit, n)
@@ -210,7 +201,7 @@ def make_practice(subset: Subset, s: TaskSettings, items, files, images) -> List
         stem = subset.stems[int(i)]
         item = opaque_id(s.name, s.seed, f"practice:real:{k}")
         items[item] = {"kind": "practice", "stem": stem}
-        files[item] = {f: images.add_bytes(_own_image(subset, f, stem)) for f in image_folders(task)}
+        files[item] = {f: images.add_bytes((subset.path / f / f"{stem}.png").read_bytes()) for f in image_folders(task)}
         ids.append(item)
     order = rng.permutation(len(ids))
     return [ids[int(i)] for i in order]
