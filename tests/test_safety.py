@@ -65,9 +65,20 @@ def _full_disk_after(budget):
     return write
 
 
+class _OsWith:
+    """The os module with another write(), for one module's `os` only: patching os.write itself
+    would also be captured by modules imported meanwhile (multiprocessing.connection keeps it)."""
+
+    def __init__(self, write):
+        self.write = write
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
 def test_a_short_write_is_never_renamed_into_place(tmp_path, monkeypatch):
     target = tmp_path / "part.jsonl"
-    monkeypatch.setattr(files_module.os, "write", _full_disk_after(53_248))
+    monkeypatch.setattr(files_module, "os", _OsWith(_full_disk_after(53_248)))
     with pytest.raises(OSError) as err:
         write_atomic(target, b"x" * 109_457)
     assert err.value.errno == errno.ENOSPC
@@ -76,15 +87,19 @@ def test_a_short_write_is_never_renamed_into_place(tmp_path, monkeypatch):
 
 
 def test_a_short_write_fails_an_ingest_transaction(tmp_path, monkeypatch):
+    """The labels (write_many) on a full disk: the transaction fails and nothing is renamed into place."""
+    from judgments import store
     from judgments.store import Transaction
 
     txn = Transaction()
-    monkeypatch.setattr(os, "write", _full_disk_after(1000))
+    monkeypatch.setattr(store, "os", _OsWith(_full_disk_after(1000)))
+    monkeypatch.setattr(files_module, "os", _OsWith(_full_disk_after(1000)))
     with pytest.raises(OSError):
-        txn.write(tmp_path / "rows.tsv", "y" * 5000)
+        txn.write_many(tmp_path / "judge", [(f"{i:06d}.npy", b"y" * 132) for i in range(20)])
+        txn.commit()
     monkeypatch.undo()
     txn.abort()
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path / "judge") == []
 
 
 def _disk_fills_during_a_part_file():
@@ -107,7 +122,7 @@ def test_a_build_on_a_full_disk_stops_and_resumes_to_the_same_bytes(tmp_path, mo
     clean = tmp_path / "clean"
     run_build(BuildConfig(n=60, seed=4), clean, workers=1, **QUIET)
     out = tmp_path / "full"
-    monkeypatch.setattr(os, "write", _disk_fills_during_a_part_file())
+    monkeypatch.setattr(files_module, "os", _OsWith(_disk_fills_during_a_part_file()))
     with pytest.raises(BuildError) as err:
         run_build(BuildConfig(n=60, seed=4), out, workers=1, **QUIET)
     monkeypatch.undo()
