@@ -25,33 +25,6 @@ REPORT = "report.json"
 SOURCES = "sources.json"
 PARTS = ".parts"
 STEM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # an example's stem: no dots, separators or `..`
-MAX_DATASET_FILE_BYTES = 256 * 2**20
-
-
-def dataset_file(subset_path, folder: str, stem: str, ext: str = ".png") -> Path:
-    """<subset>/<folder>/<stem><ext>, for a stem read from a manifest (which others may have written):
-    refused (ValueError) unless the stem is a plain name and the file resolves inside its folder."""
-    if not isinstance(stem, str) or not STEM_PATTERN.fullmatch(stem):
-        shown = repr(stem) if len(repr(stem)) <= 100 else repr(stem)[:100] + "..."
-        raise ValueError(f"{subset_path}: stem {shown} is not a plain name (letters, digits, _ and -); "
-                         f"only the dataset's own files are read")
-    base = Path(subset_path) / folder
-    path = base / f"{stem}{ext}"
-    real_base = base.resolve()
-    if real_base not in path.resolve().parents:
-        raise ValueError(f"{path} is a link that leads outside {base}; only the dataset's own files are read")
-    return path
-
-
-def read_dataset_file(subset_path, folder: str, stem: str, ext: str = ".png") -> bytes:
-    """The bytes of a dataset's own file (see dataset_file): a regular file, at most 256 MB."""
-    from .files import read_regular_file
-
-    path = dataset_file(subset_path, folder, stem, ext)
-    try:
-        return read_regular_file(path, MAX_DATASET_FILE_BYTES)
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def subset_dir(root, task: str, split: str, subset: str) -> Path:
