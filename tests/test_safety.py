@@ -132,6 +132,33 @@ def test_a_build_on_a_full_disk_stops_and_resumes_to_the_same_bytes(tmp_path, mo
     assert verify_dataset(out)[0]["problems"] == []
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MB tmpfs, where the test may mount one (root, a kernel that allows it); else skipped."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                                       capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (the patched os.write tests cover the same)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_real_full_file_system(tmp_path, small_tmpfs):
+    clean = tmp_path / "clean"
+    run_build(BuildConfig(n=120, seed=4), clean, workers=2, **QUIET)
+    out = small_tmpfs / "d"
+    with pytest.raises(BuildError) as err:
+        run_build(BuildConfig(n=120, seed=4), out, workers=2, **QUIET)
+    assert "No space left on device" in str(err.value) and "at chunk" in str(err.value), str(err.value)
+    assert not (sub_of(out) / MANIFEST).exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+    run_build(BuildConfig(n=120, seed=4), out, workers=2, resume=True, **QUIET)
+    assert tree_bytes(clean) == tree_bytes(out)
+
+
 def _crash_after(n_examples):
     real = jobs_module.build_chunk
     state = {"left": n_examples}
