@@ -33,11 +33,11 @@ import numpy as np
 
 from .errors import describe_failure, shorten
 from .executors import default_workers, run_units
-from .files import AtomicFile, decode_png, encode_png, sha256_bytes, sha256_file, write_atomic
+from .files import AtomicFile, decode_png, encode_png, read_regular_file, sha256_bytes, sha256_file, write_atomic
 from .jobs import BuildError, progress_bar
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, TASKS, find_subsets
 from .locks import lock_folders
-from .shards import (INDEX, KEY_PATTERN, ShardError, json_bytes, read_shard, shard_file_name, verify_shard_set,
+from .shards import (INDEX, KEY_PATTERN, MAX_MEMBER_BYTES, ShardError, json_bytes, read_shard, shard_file_name, verify_shard_set,
                      write_index, write_shard)
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # a split or subset: one plain folder name
@@ -154,9 +154,10 @@ def _export_shard(context, k, progress):
     def samples():
         for record in _records(unit, start, stop):
             stem = record["stem"]
-            fields = {f"{f}.png": (src / f / f"{stem}.png").read_bytes() for f in folders}
+            # regular files only, bounded: a FIFO or a device in a tree must not hang or flood an export
+            fields = {f"{f}.png": read_regular_file(src / f / f"{stem}.png", MAX_MEMBER_BYTES) for f in folders}
             if has_labels:
-                fields[f"{label}.npy"] = (src / label / f"{stem}.npy").read_bytes()
+                fields[f"{label}.npy"] = read_regular_file(src / label / f"{stem}.npy", MAX_MEMBER_BYTES)
             meta = {"recipe": record}
             if stem in counts:
                 meta["counts"] = counts[stem]

@@ -187,9 +187,10 @@ def read_regular_file(path, max_bytes: int) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotARegularFile(errno.EINVAL, f"{_kind(st.st_mode)}, not a regular file; only files are read")
+            raise NotARegularFile(errno.EINVAL, f"{_kind(st.st_mode)}, not a regular file; only files are read",
+                                  os.fspath(path))
         if st.st_size > max_bytes:
-            raise NotARegularFile(errno.EFBIG, f"{st.st_size:,} bytes, over the limit of {max_bytes:,}")
+            raise NotARegularFile(errno.EFBIG, f"{st.st_size:,} bytes, over the limit of {max_bytes:,}", os.fspath(path))
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, min(1 << 22, max_bytes + 1 - total))
@@ -198,7 +199,7 @@ def read_regular_file(path, max_bytes: int) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
             if total > max_bytes:  # grew while being read
-                raise NotARegularFile(errno.EFBIG, f"more than {max_bytes:,} bytes, over the limit")
+                raise NotARegularFile(errno.EFBIG, f"more than {max_bytes:,} bytes, over the limit", os.fspath(path))
         return b"".join(chunks)
     finally:
         os.close(fd)

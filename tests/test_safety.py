@@ -653,3 +653,15 @@ def test_an_ingest_beside_a_writer_of_the_subset_is_refused(tmp_path):
     assert {k: v for k, v in tree_bytes(root).items() if "lock" not in k} == before
     ingest_files([results], root, partial_labels=True)  # the holder is gone: its stale lock is taken over
     assert (sub / "judgments" / "rows.tsv").exists()
+
+
+def test_a_fifo_inside_an_exported_tree_does_not_hang_the_export(tmp_path):
+    run_build(BuildConfig(n=6, seed=1), tmp_path / "t", workers=1, **QUIET)
+    fifo = sub_of(tmp_path / "t") / "p0" / "000002.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    cmd = [sys.executable, "-m", "bapps_build.cli", "export", str(tmp_path / "t"), "--format", "webdataset", "--out",
+           str(tmp_path / "s"), "--workers", "1", "--quiet"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)  # the old code hangs here
+    assert proc.returncode == 1 and "FIFO" in proc.stderr and str(fifo) in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not sub_of(tmp_path / "s").exists()
