@@ -403,6 +403,7 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
         if qc_params_for(subset, *qc_options) != qc_params_for(subset, None):
             to_process.add(k)  # same judgments, another threshold: recompute
     results = {}
+    locks = _lock_subsets([catalog.subsets[k].path for k in to_process])  # one writer per subset
     txn = Transaction()
     try:
         for k in sorted(skipped_subsets - to_process):
@@ -432,7 +433,18 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
     except BaseException:
         txn.abort()
         raise
+    finally:
+        locks.close()
     return {"files": files, "rows_read": sum(len(r) for r in raws), "subsets": results}
+
+
+def _lock_subsets(folders):
+    from bapps_build.locks import lock_folders
+
+    try:
+        return lock_folders(folders, "bapps-build ingest")
+    except RuntimeError as exc:
+        raise IngestError(f"{exc} Nothing was ingested.") from None
 
 
 def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QCParams, report: dict,

@@ -14,7 +14,8 @@
     <subset>/judge/NNNNNN.npy (JND: same/)   float32, shape (1,): the fraction, from counts.csv
 
 Every file is first written under a hidden temporary name (no image or .npy extension, so
-the LPIPS loader never sees it), and only renamed into place once everything is staged.
+the LPIPS loader never sees it), whole or not at all (bapps_build.files.write_all: a short
+write on a full disk raises), and only renamed into place once everything is staged.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bapps_build.files import jsonl_line, temp_name
+from bapps_build.files import jsonl_line, temp_name, write_all
 
 ROWS = "rows.tsv"
 COUNTS = "counts.csv"
@@ -156,9 +157,13 @@ class Transaction:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_name(path)
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        self.staged.append((tmp, path))
+        self.staged.append((tmp, path))  # before writing: abort() removes a half-written one too
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+            os.fsync(fd)  # rows.tsv and the counts are the source of truth: durable before the rename
+        finally:
+            os.close(fd)
 
     def write_many(self, folder: Path, files) -> None:
         """Many small files into one folder ((name, bytes) pairs): the labels, at OS-call cost."""
@@ -171,12 +176,12 @@ class Transaction:
         for name, data in files:
             final = os.path.join(base, name)
             tmp = os.path.join(base, f".{name}.{pid}.partial")  # hidden, no .npy ending: the loader skips it
+            self.staged.append((tmp, final))
             fd = os.open(tmp, flags, 0o644)
             try:
-                os.write(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
-            self.staged.append((tmp, final))
 
     def write_folder(self, folder: Path, files) -> None:
         """A folder that does not exist yet, filled under a hidden temporary name and renamed whole
@@ -193,7 +198,7 @@ class Transaction:
         for name, data in files:
             fd = os.open(os.path.join(base, name), flags, 0o644)
             try:
-                os.write(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
 
