@@ -25,7 +25,7 @@ from bapps_build import files as files_module
 from bapps_build import jobs as jobs_module
 from bapps_build.cli import main
 from bapps_build.export import export_to_shards, export_to_tree
-from bapps_build.files import read_jsonl, write_atomic
+from bapps_build.files import decode_png, encode_png, read_jsonl, write_atomic
 from bapps_build.layout import BUILD, MANIFEST, PARTS, subset_dir
 from bapps_build.shards import tar_member, TAR_END
 from bapps_build.verify import verify_dataset
@@ -407,6 +407,25 @@ def test_tasks_reads_only_the_dataset_own_files(tmp_path):
         build_task_set(resolve_subset(root, "2afc/val/traditional"), tmp_path / "tasks", settings)
     published = [p.read_bytes() for p in (tmp_path / "tasks").rglob("*") if p.is_file()]
     assert b"the secret" not in published
+
+
+def test_tasks_refuses_an_image_that_links_outside_the_dataset(tmp_path):
+    from judgments.catalog import resolve_subset
+    from judgments.tasks import TaskSettings, build_task_set
+
+    root = tmp_path / "ds"
+    run_build(BuildConfig(n=8, split="val", val_fraction=1.0, seed=3), root, workers=1, **QUIET)
+    sub = sub_of(root, split="val")
+    private = tmp_path / "private.png"
+    secret_pixels = np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    private.write_bytes(encode_png(secret_pixels))  # a valid PNG, but not the dataset's own file
+    (sub / "p0" / "000002.png").unlink()
+    (sub / "p0" / "000002.png").symlink_to(private)
+    settings = TaskSettings("generic", 3, 4, 0.0, 0, None, 0, "t")
+    with pytest.raises(ValueError, match="leads outside the dataset"):
+        build_task_set(resolve_subset(root, "2afc/val/traditional"), tmp_path / "tasks", settings)
+    for published in (tmp_path / "tasks").rglob("*.png"):
+        assert not np.array_equal(decode_png(published.read_bytes()), secret_pixels), published
 
 
 # ------------------------------------------------------------------ 7. odd source files
