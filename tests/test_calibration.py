@@ -165,6 +165,7 @@ def test_calibrate_a_plugin_family(tmp_path, monkeypatch):
     # leave the registries as found: later builds take every registered family by default
     from distortions import calibration as calibration_maps, registry
 
+    distortions.family_names()  # the built-ins registered first, so the copy holds them all
     monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
     monkeypatch.setattr(registry, "_loaded_plugin_files", {})
     monkeypatch.setattr(calibration_maps, "_MAPS", dict(calibration_maps._MAPS))
