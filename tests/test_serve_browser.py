@@ -137,3 +137,8 @@ def test_jnd_session_keeps_timing_through_a_reload(tiny_dataset, tmp_path, brows
     for r in rows:
         first, blank, second = map(int, r[5].split(","))
         assert abs(first - 1000) <= 75 and abs(blank - 250) <= 75 and abs(second - 1000) <= 75, r[5]
+    # the measured phases reach ingest, whose protocol check sees every trial as timed
+    from judgments.ingest import ingest_files
+
+    report = ingest_files([db], tiny_dataset, timing_tolerance_ms=75)["subsets"]["jnd/val/traditional"]
+    assert report["timing"]["untimed_rows"] == 0

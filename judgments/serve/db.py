@@ -25,6 +25,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -505,7 +506,7 @@ def read_meta(path) -> Dict[str, str]:
 
 def snapshot_jsonl(path, folder) -> tuple:
     """Every answer of a study as a generic JSON Lines file (worker = participant, assignment,
-    item, response, side, time_ms) in a fixed order, plus the study's tasks.json; returns both
+    item, response, side, time_ms, submitted, JND timing) in a fixed order, plus the study's tasks.json; returns both
     paths. The file's bytes change only when answers were added, so `ingest` sees a study it
     read before as the same file, and a grown one as new rows over old ones."""
     path = Path(path)
@@ -514,7 +515,8 @@ def snapshot_jsonl(path, folder) -> tuple:
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         rows = conn.execute(
-            "SELECT a.participant, x.assignment, x.item, x.response, x.side, x.rt_ms FROM answers x "
+            "SELECT a.participant, x.assignment, x.item, x.response, x.side, x.rt_ms, x.timing, x.received "
+            "FROM answers x "
             "JOIN assignments a ON a.id = x.assignment ORDER BY x.received, x.assignment, x.position").fetchall()
     except sqlite3.DatabaseError as exc:
         raise StudyError(f"{path}: not a study database of `bapps-build serve` ({exc})") from None
@@ -523,12 +525,16 @@ def snapshot_jsonl(path, folder) -> tuple:
     if "tasks_record" not in meta:
         raise StudyError(f"{path}: not a study database of `bapps-build serve` (no task set recorded)")
     lines = []
-    for worker, assignment, item, response, side, rt in rows:
-        obj = {"worker": worker, "assignment": assignment, "item": item, "response": response}
+    for worker, assignment, item, response, side, rt, timing, received in rows:
+        obj = {"worker": worker, "assignment": assignment, "item": item, "response": response,
+               # when the answer arrived, so one vote per worker keeps the latest
+               "submitted": datetime.fromtimestamp(received, timezone.utc).isoformat()}
         if side:
             obj["side"] = side
         if rt is not None:
             obj["time_ms"] = rt
+        if timing:  # JND phase durations as the page measured them: ingest checks the protocol
+            obj["timing"] = timing
         lines.append(json.dumps(obj, separators=(",", ":")))
     out = folder / f"{path.stem}.jsonl"
     out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
