@@ -27,10 +27,11 @@ import numpy as np
 from .catalog import Catalog, CatalogError, Subset, load_catalog
 from .qc import (DEFAULT_MIN_ACCURACY, DEFAULT_TIMING_TOLERANCE_MS, JND_PROTOCOL_MS, QCParams, QCResult, fractions,
                  run_qc)
-from .readers import RawJudgments, ResultsError, read_results, summarise_problems
+from .readers import RawJudgments, ResultsError, read_results, shorten, summarise_problems
 from .report import build_report
-from .store import (COUNTS, INGESTS, QC, RAW, REPORT, ROWS, Rows, StoreError, Transaction, append_jsonl_text,
-                    counts_text, label_bytes, read_counts, read_json, read_rows, rows_text)
+from .store import (COUNTS, INGESTS, LABEL_HEADER, QC, RAW, REPORT, ROWS, Rows, StoreError, Transaction,
+                    append_jsonl_text, counts_text, label_bytes, read_counts, read_json, read_rows,
+                    remove_stale_temps, rows_text)
 
 # what a response means, per task, in the label's value space (2AFC: 1 = chose p1; JND: 1 = "same")
 DIRECT_VALUES = {
@@ -112,13 +113,13 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
             for k in bad[:20]:
                 r = response[k]
                 if r.strip().lower() in SIDES:
-                    problems.append(f"{raw.path}, line {lines[k]}: response {r!r} for item {items[k]} needs the "
-                                    f"side p0 was shown on (left or right), got {side[k]!r}")
+                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item {shorten(items[k])} "
+                                    f"needs the side p0 was shown on (left or right), got {shorten(side[k])}")
                 else:
                     allowed = ("left/right (with the side of p0), p0/p1 or 0/1" if task == "2afc"
                                else "same/different or 1/0")
-                    problems.append(f"{raw.path}, line {lines[k]}: response {r!r} for item {items[k]} is not an "
-                                    f"answer of a {task} task ({allowed})")
+                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item {shorten(items[k])} "
+                                    f"is not an answer of a {task} task ({allowed})")
             continue
         timing = pick(raw.timing)
         if task == "jnd":
@@ -175,11 +176,11 @@ def sides_from_record(raw: RawJudgments, items: List[str], side: List[str], line
 def unknown_item_reason(item: str, catalog: Catalog) -> str:
     rel, _, stem = item.rpartition("/")
     if rel and rel in catalog.by_rel:
-        return f"item {item!r}: {rel} has no example {stem!r} ({len(catalog.subsets[catalog.by_rel[rel]].stems)} examples)"
+        return f"item {shorten(item)}: {shorten(rel)} has no example {shorten(stem)} ({len(catalog.subsets[catalog.by_rel[rel]].stems)} examples)"
     if rel.count("/") == 2:
-        return (f"item {item!r}: this dataset has no subset {rel} (it has {', '.join(catalog.by_rel)}); "
+        return (f"item {shorten(item)}: this dataset has no subset {shorten(rel)} (it has {', '.join(catalog.by_rel)}); "
                 f"is --dataset the right one?")
-    return (f"item {item!r} is not in this dataset: no task set recorded in it has this id; ingest with "
+    return (f"item {shorten(item)} is not in this dataset: no task set recorded in it has this id; ingest with "
             f"--dataset the dataset these tasks were made from, or give --tasks TASKS")
 
 
@@ -265,7 +266,10 @@ def off_protocol(rows: Rows, task: str, tolerance_ms: float) -> Tuple[Optional[n
 
 
 def qc_table(sj: SubsetJudgments, params: QCParams) -> QCResult:
-    workers, worker_code = np.unique(np.asarray(sj.rows.worker, dtype=object).astype(str), return_inverse=True)
+    # worker codes by a dict, in sorted order: a numpy string array would be rows x the longest id wide
+    workers = sorted(set(sj.rows.worker))
+    code_of = {w: k for k, w in enumerate(workers)}
+    worker_code = np.fromiter(map(code_of.__getitem__, sj.rows.worker), np.int64, len(sj.rows.worker))
     value = np.asarray(sj.rows.value, np.int8)
     rejected = np.asarray(sj.rows.rejected, bool)
     timed_out, untimed = off_protocol(sj.rows, sj.subset.task, params.timing_tolerance_ms)
@@ -403,6 +407,12 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
         if qc_params_for(subset, *qc_options) != qc_params_for(subset, None):
             to_process.add(k)  # same judgments, another threshold: recompute
     results = {}
+    for k in sorted(to_process):  # before staging anything: this process's own temporaries are not touched
+        subset = catalog.subsets[k]
+        labels = subset.path / subset.label_folder
+        stale = remove_stale_temps([subset.store, subset.store / RAW, subset.store / "tasks", labels], [labels])
+        if stale:
+            log(f"{subset.rel}: removed {stale} temporary file(s) a killed ingest left behind")
     txn = Transaction()
     try:
         for k in sorted(skipped_subsets - to_process):
@@ -440,6 +450,12 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
     """Stage what changed for one subset; returns whether anything did."""
     subset, store = sj.subset, sj.subset.store
     changed = False
+    # Commit order (store.Transaction.commit): task records, table and labels; then counts.csv,
+    # qc.json, the report and the log; the raw/ copies, the "ingested" marks, last of all.
+    for (kk, name), record in catalog.new_records.items():
+        if kk == k and not (store / "tasks" / f"{name}.json").exists():
+            txn.write(store / "tasks" / f"{name}.json", json.dumps(record, indent=2) + "\n")
+            changed = True
     new_rows = sj.stats["new"] or sj.stats["status_updates"] or sj.stats.get("statuses_refreshed")
     if new_rows or not (store / ROWS).exists():
         txn.write(store / ROWS, rows_text(sj.rows))
@@ -447,22 +463,18 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
     for f in files:
         target = store / RAW / f["tag"]
         if not target.exists():
-            txn.copy(Path(f["path"]), target)
-            changed = True
-    for (kk, name), record in catalog.new_records.items():
-        if kk == k and not (store / "tasks" / f"{name}.json").exists():
-            txn.write(store / "tasks" / f"{name}.json", json.dumps(record, indent=2) + "\n")
+            txn.copy(Path(f["path"]), target, mark=True)
             changed = True
     positive = "n_p1" if subset.task == "2afc" else "n_same"
     counts = counts_text(subset.stems, qc.n_pos, qc.n_total, positive)
     old_counts_path = store / COUNTS
     old_counts = old_counts_path.read_text(encoding="utf-8") if old_counts_path.exists() else None
-    if counts != old_counts:
-        txn.write(old_counts_path, counts)
+    if counts != old_counts:  # what the labels reflect: renamed once they are in place
+        txn.write(old_counts_path, counts, after_labels=True)
         changed = True
     qc_text = json.dumps(params.to_dict(), indent=2) + "\n"
     if not (store / QC).exists() or (store / QC).read_text(encoding="utf-8") != qc_text:
-        txn.write(store / QC, qc_text)
+        txn.write(store / QC, qc_text, after_labels=True)  # the parameters the counts were made with
         changed = True
     if write_labels:
         labels = stage_labels(txn, subset, qc, partial_labels, log, read_counts(old_counts_path))
@@ -470,9 +482,9 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
         changed = changed or labels["written"] > 0 or labels["removed"] > 0
     report_text = json.dumps(report, indent=2) + "\n"
     if changed or not (store / REPORT).exists():
-        txn.write(store / REPORT, report_text)
+        txn.write(store / REPORT, report_text, after_labels=True)
     if changed:
-        txn.write(store / INGESTS, append_jsonl_text(store / INGESTS, {
+        txn.write(store / INGESTS, after_labels=True, data=append_jsonl_text(store / INGESTS, {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "qc": params.to_dict(),
             "files": [{key: f[key] for key in ("path", "sha256", "platform", "records", "judgments")} for f in files],
             **sj.stats}))
@@ -484,11 +496,15 @@ def stage_labels(txn: Transaction, subset: Subset, qc: QCResult, partial: bool, 
     """Labels for every example once each has a judgment; before that none are touched (the loader
     pairs files by position, so a judge/ folder with gaps would mislabel everything after the
     first gap), unless `partial` asks for the judged ones anyway. A label whose counts did not
-    change since the last ingest and whose file exists is left alone."""
+    change since the last ingest and whose file exists is left alone. A label of an example that
+    has no counted judgment (any more) is removed only when ingest wrote it: counts.csv gave it
+    judgments and the file holds exactly that fraction; any other file there (labels from
+    elsewhere, a copy of BAPPS's) is kept and counted in info["kept_foreign"]."""
     folder = subset.path / subset.label_folder
     judged = qc.n_total > 0
     n, n_judged = len(subset.stems), int(judged.sum())
-    info = {"folder": str(folder), "examples": n, "judged": n_judged, "written": 0, "removed": 0, "complete": False}
+    info = {"folder": str(folder), "examples": n, "judged": n_judged, "written": 0, "removed": 0, "complete": False,
+            "kept_foreign": 0}
     if n_judged < n and not partial:
         info["skipped_because"] = (f"{n - n_judged} of {n} examples have no judgment yet; labels are written "
                                    f"once every example has one (or with --partial-labels)")
@@ -503,8 +519,11 @@ def stage_labels(txn: Transaction, subset: Subset, qc: QCResult, partial: bool, 
         name = f"{stem}.npy"
         if not is_judged:
             if name in present:
-                txn.remove(folder / name)
-                info["removed"] += 1
+                if written_by_ingest(folder / name, old_counts.get(stem)):
+                    txn.remove(folder / name)
+                    info["removed"] += 1
+                else:
+                    info["kept_foreign"] += 1
             continue
         if name in present and old_counts.get(stem) == (n_pos, n_total):
             continue
@@ -515,4 +534,20 @@ def stage_labels(txn: Transaction, subset: Subset, qc: QCResult, partial: bool, 
         txn.write_folder(folder, writes)
     info["written"] = len(writes)
     info["complete"] = n_judged == n
+    if info["kept_foreign"]:
+        log(f"{subset.rel}: kept {info['kept_foreign']} label(s) in {folder} of examples without a counted "
+            f"judgment that ingest did not write")
     return info
+
+
+def written_by_ingest(path: Path, counts: Optional[tuple]) -> bool:
+    """Whether a label file is one ingest wrote: counts.csv gave its example (n_pos, n_total)
+    with n_total > 0, and the file holds exactly that fraction, byte for byte."""
+    if not counts or counts[1] <= 0:
+        return False
+    try:
+        with open(path, "rb") as f:
+            data = f.read(len(LABEL_HEADER) + 5)
+    except OSError:
+        return False
+    return data == label_bytes(counts[0] / counts[1])

@@ -1,0 +1,241 @@
+"""Ingest under faults and load (issue 9, item 8): a crash at any rename of the commit, an
+over-long id, labels ingest did not write, temporary files of a killed ingest.
+
+Results files are written as MTurk's "Download CSV" writes them (every field quoted, CRLF) or in
+the generic long format a lab study writes."""
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import judgments.store as store_module
+from judgments.ingest import IngestError, ingest_files
+from test_judgments_common import MTURK_HEAD, tiny_dataset  # noqa: F401
+
+AFC = "2afc/val/traditional"
+N_AFC = 12
+
+
+def generic(path, rows, status=False):
+    """rows: (worker, assignment, example, response[, status])."""
+    head = "worker,assignment,item,response" + (",status" if status else "")
+    lines = [head] + [",".join([w, a, f"{AFC}/{e:06d}", r] + ([s[0] if s else ""] if status else []))
+                      for w, a, e, r, *s in rows]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def mturk_download(path, assignments, trials=10, worker_of=lambda a: f"A{a:03d}WORKER"):
+    """An MTurk batch results CSV: one row per assignment, `trials` trials in Input.item<i> /
+    Answer.choice<i>, every field quoted, CRLF."""
+    header = (MTURK_HEAD + [f"Input.item{i}" for i in range(1, trials + 1)]
+              + [f"Answer.choice{i}" for i in range(1, trials + 1)] + ["Approve", "Reject"])
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    w.writerow(header)
+    for a in range(assignments):
+        row = {h: "" for h in header}
+        row.update({"HITId": f"HIT{a // 3:04d}", "AssignmentId": f"3ASSIGN{a:08d}", "WorkerId": worker_of(a),
+                    "AssignmentStatus": "Approved", "SubmitTime": "Tue Nov 24 10:15:45 PST 2026",
+                    "ApprovalTime": "Wed Nov 25 10:15:45 PST 2026"})
+        for i in range(1, trials + 1):
+            row[f"Input.item{i}"] = f"{AFC}/{(a + i) % N_AFC:06d}"
+            row[f"Answer.choice{i}"] = "p1" if (a * i) % 3 else "p0"
+        w.writerow([row[h] for h in header])
+    Path(path).write_text(buf.getvalue(), encoding="utf-8")
+    return path
+
+
+def state(dataset, subset=AFC):
+    """What an ingest leaves that matters: labels, counts, the table, the raw copies, and any
+    temporary file."""
+    sub = Path(dataset) / subset
+    out = {}
+    for p in sorted(sub.rglob("*")):
+        rel = str(p.relative_to(sub))
+        if p.is_file() and (rel.startswith(("judge/", "judgments/raw/")) or
+                            rel in ("judgments/counts.csv", "judgments/rows.tsv", "judgments/qc.json")):
+            out[rel] = p.read_bytes()
+        if p.name.endswith(".partial"):
+            out[rel] = "TEMPORARY"
+    return out
+
+
+class CrashAt:
+    """The store's os, whose k-th rename (os.replace / os.rename) raises: a crash at that point of
+    the commit (the process dies there: nothing after it runs, no clean-up)."""
+
+    def __init__(self, k):
+        self.k, self.n = k, 0
+
+    def _count(self, fn):
+        def wrapped(*args):
+            self.n += 1
+            if self.n == self.k:
+                raise KeyboardInterrupt(f"crash at rename {self.k}")
+            return fn(*args)
+        return wrapped
+
+    def __getattr__(self, name):
+        if name in ("replace", "rename"):
+            return self._count(getattr(os, name))
+        return getattr(os, name)
+
+
+def count_renames(monkeypatch, fn):
+    counter = CrashAt(0)
+    monkeypatch.setattr(store_module, "os", counter)
+    fn()
+    monkeypatch.setattr(store_module, "os", os)
+    return counter.n
+
+
+@pytest.mark.parametrize("case", ["first ingest", "second ingest, two files"])
+def test_a_crash_at_each_rename_of_the_commit_is_completed_by_the_rerun(tiny_dataset, tmp_path, monkeypatch, case):
+    """For k = 1..N, a crash at the k-th rename of the commit, then the same command again: the
+    labels, counts, table and raw copies equal those of an uninterrupted ingest, byte for byte."""
+    import shutil
+
+    first = generic(tmp_path / "first.csv", [("A", "a1", e, "p1" if e % 2 else "p0") for e in range(N_AFC)])
+    b = mturk_download(tmp_path / "Batch_1_batch_results.csv", 6)
+    c = generic(tmp_path / "lab.csv", [("L", "l1", e, "p1") for e in range(0, N_AFC, 2)]
+                + [("A", "a1", 3, "p0")])  # a duplicate of the first file's: counts once
+    before, command = ([], [first]) if case == "first ingest" else ([first], [b, c])
+    base = tmp_path / "base"
+    shutil.copytree(tiny_dataset, base)
+    for f in before:
+        ingest_files([f], base)
+    reference = tmp_path / "reference"
+    shutil.copytree(base, reference)
+    renames = count_renames(monkeypatch, lambda: ingest_files(command, reference))
+    expected = state(reference)
+    assert renames >= (3 if case == "first ingest" else 8) and "judge/000011.npy" in expected
+    for k in range(1, renames + 1):
+        ds = tmp_path / f"crash{k}"
+        shutil.copytree(base, ds)
+        monkeypatch.setattr(store_module, "os", CrashAt(k))
+        monkeypatch.setattr(store_module.Transaction, "abort", lambda self: None)  # killed: no clean-up runs
+        with pytest.raises(KeyboardInterrupt):
+            ingest_files(command, ds)
+        monkeypatch.undo()
+        ingest_files(command, ds)  # the same command again
+        assert state(ds) == expected, f"crash at rename {k} of {renames}"
+        shutil.rmtree(ds)
+
+
+def test_a_crash_after_staging_leaves_temporaries_the_next_ingest_removes(tiny_dataset, tmp_path, monkeypatch):
+    """A process killed while staging or committing leaves .<name>.<pid>.partial files (and a
+    hidden label folder); the next ingest removes those of dead processes only."""
+    lab = generic(tmp_path / "lab.csv", [("A", "a1", e, "p1") for e in range(N_AFC)])
+    sub = tiny_dataset / AFC
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (sub / "judgments" / "raw").mkdir(parents=True)
+        (sub / "judge").mkdir()
+        stale = [sub / "judgments" / f".rows.tsv.{dead.pid}.partial",
+                 sub / "judgments" / "raw" / f".0123456789ab-lab.csv.{dead.pid}.partial",
+                 sub / "judge" / f".000003.npy.{dead.pid}.partial",
+                 sub / f".judge.{dead.pid}.partial" / "000001.npy"]
+        kept = [sub / "judgments" / f".counts.csv.{alive.pid}.partial",  # a live process's
+                sub / "judgments" / "notes.partial", sub / "judgments" / ".notes.partial",  # not ours
+                sub / f".ref.{dead.pid}.partial" / "x"]  # not a label folder's
+        for p in stale + kept:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"left behind")
+        ingest_files([lab], tiny_dataset)
+        assert [p for p in stale if p.exists()] == [] and not (sub / f".judge.{dead.pid}.partial").exists()
+        assert all(p.exists() for p in kept)
+        assert np.load(sub / "judge" / "000003.npy")[0] == 1.0
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_partial_labels_never_remove_a_label_ingest_did_not_write(tiny_dataset, tmp_path):
+    sub = tiny_dataset / AFC
+    (sub / "judge").mkdir()
+    foreign = {}
+    for e in range(N_AFC):  # labels from elsewhere (BAPPS's own, another tool's)
+        np.save(sub / "judge" / f"{e:06d}.npy", np.array([0.25], np.float32))
+        foreign[e] = (sub / "judge" / f"{e:06d}.npy").read_bytes()
+    lab = generic(tmp_path / "lab.csv", [("A", "a1", 0, "p1"), ("A", "a1", 1, "p0"), ("B", "b1", 2, "p1")],
+                  status=True)
+    summary = ingest_files([lab], tiny_dataset, partial_labels=True)
+    labels = summary["subsets"][AFC]["labels"]
+    assert labels["written"] == 3 and labels["removed"] == 0 and labels["kept_foreign"] == N_AFC - 3
+    assert [np.load(sub / "judge" / f"{e:06d}.npy")[0] for e in range(3)] == [1.0, 0.0, 1.0]
+    assert all((sub / "judge" / f"{e:06d}.npy").read_bytes() == foreign[e] for e in range(3, N_AFC))
+    # B's assignment rejected since: the label ingest wrote for example 2 goes, the foreign ones stay
+    review = generic(tmp_path / "review.csv", [("B", "b1", 2, "p1", "rejected")], status=True)
+    summary = ingest_files([review], tiny_dataset, partial_labels=True)
+    labels = summary["subsets"][AFC]["labels"]
+    assert labels["removed"] == 1 and not (sub / "judge" / "000002.npy").exists()
+    assert all((sub / "judge" / f"{e:06d}.npy").read_bytes() == foreign[e] for e in range(3, N_AFC))
+    # a label ingest wrote, then replaced by hand: not ingest's any more, kept
+    np.save(sub / "judge" / "000001.npy", np.array([0.75], np.float32))
+    hand = (sub / "judge" / "000001.npy").read_bytes()
+    review2 = generic(tmp_path / "review2.csv", [("A", "a1", 1, "p0", "rejected")], status=True)
+    ingest_files([review2], tiny_dataset, partial_labels=True)
+    assert (sub / "judge" / "000001.npy").read_bytes() == hand
+
+
+def test_a_5_mb_id_is_refused_quickly_naming_its_line(tiny_dataset, tmp_path):
+    long = "W" * 5_000_000
+    lab = generic(tmp_path / "lab.csv", [("A", "a1", 0, "p1"), (long, "a2", 1, "p0"), ("B", "b1", 2, "p1")])
+    tracemalloc.start()
+    t0 = time.process_time()
+    try:
+        with pytest.raises(IngestError) as err:
+            ingest_files([lab], tiny_dataset)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    seconds = time.process_time() - t0
+    message = str(err.value)
+    assert f"{lab}, line 3: the worker 'WWWW" in message and "5,000,000 characters" in message, message[:300]
+    assert len(message) < 1000 and seconds < 5
+    assert peak < 80e6, peak  # a few copies of the 5 MB file at most
+    assert not (tiny_dataset / AFC / "judgments").exists()
+
+
+def test_a_long_worker_id_in_an_mturk_download_stays_within_memory(tiny_dataset, tmp_path):
+    """A 200,000-character WorkerId in a batch of 400 rows: refused with its line, and the memory
+    the ingest takes is that of the file, not rows x the longest id (a fixed-width string array
+    of 400 x 200,000 characters would be 320 MB)."""
+    path = mturk_download(tmp_path / "Batch_77_batch_results.csv", 40,
+                          worker_of=lambda a: "A" * 200_000 if a == 17 else f"A{a:03d}WORKER")
+    tracemalloc.start()
+    try:
+        with pytest.raises(IngestError) as err:
+            ingest_files([path], tiny_dataset)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"{path}, line 19: the worker 'AAAA" in str(err.value) and len(str(err.value)) < 1000, str(err.value)[:300]
+    assert peak < 20e6, peak
+
+
+def test_one_long_id_under_the_limit_takes_memory_by_rows_not_rows_x_width(tiny_dataset, tmp_path):
+    """One worker id at the limit (1,000 characters) among 20,000 rows of short ones: accepted,
+    and memory stays near the file's size (a fixed-width string array would be rows x 1,000 x 4
+    bytes: 80 MB)."""
+    rows = [(f"W{k % 20:02d}", f"a{k // N_AFC}", k % N_AFC, "p1" if k % 3 else "p0") for k in range(20_000)]
+    rows[5] = ("L" * 1000,) + rows[5][1:]
+    lab = generic(tmp_path / "lab.csv", rows)
+    tracemalloc.start()
+    try:
+        summary = ingest_files([lab], tiny_dataset)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary["subsets"][AFC]["rows"]["counted"] > 0
+    assert peak < 30e6, (peak, lab.stat().st_size)
