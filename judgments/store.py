@@ -281,7 +281,7 @@ def remove_stale_temps(folders, label_folders=()) -> int:
         except OSError:
             continue
         for e in entries:
-            m = _TEMP.match(e.name)
+            m = _TEMP.match(e.name) if e.name[:1] == "." else None  # a label folder holds 50,000 plain names
             if m and e.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(2))):
                 try:
                     os.unlink(e.path)
