@@ -306,6 +306,30 @@ def already_ingested(catalog: Catalog) -> Dict[str, set]:
     return out
 
 
+def marks_complete(catalog: Catalog, digest: str, marked: set) -> bool:
+    """Whether a file has its raw/ copy in every subset it gave judgments to: the subsets its
+    ingest recorded in ingests.jsonl (committed before the copies). A crash between the copies
+    of a file that spans subsets leaves some without one: the file is then read again (its
+    judgments are duplicates) and the missing copies are made."""
+    wanted = set()
+    for k in marked:
+        path = catalog.subsets[k].store / INGESTS
+        if not path.exists():
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if digest not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                for entry in record.get("files", ()):
+                    if entry.get("sha256") == digest:
+                        wanted.update(entry.get("subsets", ()))
+    return all(catalog.by_rel[rel] in marked for rel in wanted if rel in catalog.by_rel)
+
+
 def qc_params_for(subset: Subset, min_sentinel_accuracy: Optional[float], count_repeats: Optional[bool] = None,
                   timing_tolerance_ms: Optional[float] = None) -> QCParams:
     """Each parameter as given, else as this subset was last ingested with, else the default."""
@@ -381,7 +405,8 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
             log(f"{p}: the same content as {seen_digest[digest]}; read once")
             continue
         seen_digest[digest] = p
-        if digest[:12] in already:  # its judgments are in rows.tsv already: reading it again adds nothing
+        if digest[:12] in already and marks_complete(catalog, digest, already[digest[:12]]):
+            # its judgments are in rows.tsv already: reading it again adds nothing
             log(f"{p}: ingested before (a copy is in judgments/raw/); skipped")
             skipped_subsets |= already[digest[:12]]
             continue
@@ -486,7 +511,8 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
     if changed:
         txn.write(store / INGESTS, after_labels=True, data=append_jsonl_text(store / INGESTS, {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "qc": params.to_dict(),
-            "files": [{key: f[key] for key in ("path", "sha256", "platform", "records", "judgments")} for f in files],
+            "files": [{**{key: f[key] for key in ("path", "sha256", "platform", "records", "judgments")},
+                       "subsets": [catalog.subsets[kk].rel for kk in f["subsets"]]} for f in files],
             **sj.stats}))
     return changed
 

@@ -5,6 +5,7 @@ Results files are written as MTurk's "Download CSV" writes them (every field quo
 the generic long format a lab study writes."""
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from judgments.ingest import IngestError, ingest_files
 from test_judgments_common import MTURK_HEAD, tiny_dataset  # noqa: F401
 
 AFC = "2afc/val/traditional"
-N_AFC = 12
+JND = "jnd/val/traditional"
+N_AFC, N_JND = 12, 8
 
 
 def generic(path, rows, status=False):
@@ -53,18 +55,19 @@ def mturk_download(path, assignments, trials=10, worker_of=lambda a: f"A{a:03d}W
     return path
 
 
-def state(dataset, subset=AFC):
-    """What an ingest leaves that matters: labels, counts, the table, the raw copies, and any
-    temporary file."""
-    sub = Path(dataset) / subset
+def state(dataset):
+    """What an ingest leaves that matters, in both subsets: labels, counts, the table, the raw
+    copies, and any temporary file."""
     out = {}
-    for p in sorted(sub.rglob("*")):
-        rel = str(p.relative_to(sub))
-        if p.is_file() and (rel.startswith(("judge/", "judgments/raw/")) or
-                            rel in ("judgments/counts.csv", "judgments/rows.tsv", "judgments/qc.json")):
-            out[rel] = p.read_bytes()
-        if p.name.endswith(".partial"):
-            out[rel] = "TEMPORARY"
+    for subset in (AFC, JND):
+        sub = Path(dataset) / subset
+        for p in sorted(sub.rglob("*")):
+            rel = str(p.relative_to(sub))
+            if p.is_file() and (rel.startswith(("judge/", "same/", "judgments/raw/")) or
+                                rel in ("judgments/counts.csv", "judgments/rows.tsv", "judgments/qc.json")):
+                out[f"{subset}/{rel}"] = p.read_bytes()
+            if p.name.endswith(".partial"):
+                out[f"{subset}/{rel}"] = "TEMPORARY"
     return out
 
 
@@ -97,7 +100,7 @@ def count_renames(monkeypatch, fn):
     return counter.n
 
 
-@pytest.mark.parametrize("case", ["first ingest", "second ingest, two files"])
+@pytest.mark.parametrize("case", ["first ingest", "second ingest, two files", "one file, two subsets"])
 def test_a_crash_at_each_rename_of_the_commit_is_completed_by_the_rerun(tiny_dataset, tmp_path, monkeypatch, case):
     """For k = 1..N, a crash at the k-th rename of the commit, then the same command again: the
     labels, counts, table and raw copies equal those of an uninterrupted ingest, byte for byte."""
@@ -107,7 +110,13 @@ def test_a_crash_at_each_rename_of_the_commit_is_completed_by_the_rerun(tiny_dat
     b = mturk_download(tmp_path / "Batch_1_batch_results.csv", 6)
     c = generic(tmp_path / "lab.csv", [("L", "l1", e, "p1") for e in range(0, N_AFC, 2)]
                 + [("A", "a1", 3, "p0")])  # a duplicate of the first file's: counts once
-    before, command = ([], [first]) if case == "first ingest" else ([first], [b, c])
+    both = tmp_path / "both.jsonl"  # a lab study's file with 2AFC and JND trials: a raw/ copy in each subset
+    both.write_text("".join(json.dumps({"worker": w, "assignment": f"{w}1", "item": item, "response": r}) + "\n"
+                            for w in ("P", "Q") for item, r in
+                            [(f"{AFC}/{e:06d}", "p1" if e % 3 else "p0") for e in range(N_AFC)]
+                            + [(f"{JND}/{e:06d}", "same" if e % 2 else "different") for e in range(N_JND)]))
+    before, command = {"first ingest": ([], [first]), "second ingest, two files": ([first], [b, c]),
+                       "one file, two subsets": ([first], [both])}[case]
     base = tmp_path / "base"
     shutil.copytree(tiny_dataset, base)
     for f in before:
@@ -116,7 +125,9 @@ def test_a_crash_at_each_rename_of_the_commit_is_completed_by_the_rerun(tiny_dat
     shutil.copytree(base, reference)
     renames = count_renames(monkeypatch, lambda: ingest_files(command, reference))
     expected = state(reference)
-    assert renames >= (3 if case == "first ingest" else 8) and "judge/000011.npy" in expected
+    assert renames >= (3 if case == "first ingest" else 8) and f"{AFC}/judge/000011.npy" in expected
+    if case == "one file, two subsets":
+        assert f"{JND}/same/000007.npy" in expected
     for k in range(1, renames + 1):
         ds = tmp_path / f"crash{k}"
         shutil.copytree(base, ds)
