@@ -34,7 +34,7 @@ def generic(path, rows, status=False):
     return path
 
 
-def mturk_download(path, assignments, trials=10, worker_of=lambda a: f"A{a:03d}WORKER"):
+def mturk_download(path, assignments, trials=10, worker_of=lambda a: f"A{a:03d}WORKER", first=0):
     """An MTurk batch results CSV: one row per assignment, `trials` trials in Input.item<i> /
     Answer.choice<i>, every field quoted, CRLF."""
     header = (MTURK_HEAD + [f"Input.item{i}" for i in range(1, trials + 1)]
@@ -44,7 +44,7 @@ def mturk_download(path, assignments, trials=10, worker_of=lambda a: f"A{a:03d}W
     w.writerow(header)
     for a in range(assignments):
         row = {h: "" for h in header}
-        row.update({"HITId": f"HIT{a // 3:04d}", "AssignmentId": f"3ASSIGN{a:08d}", "WorkerId": worker_of(a),
+        row.update({"HITId": f"HIT{a // 3:04d}", "AssignmentId": f"3ASSIGN{first + a:08d}", "WorkerId": worker_of(a),
                     "AssignmentStatus": "Approved", "SubmitTime": "Tue Nov 24 10:15:45 PST 2026",
                     "ApprovalTime": "Wed Nov 25 10:15:45 PST 2026"})
         for i in range(1, trials + 1):
@@ -250,3 +250,60 @@ def test_one_long_id_under_the_limit_takes_memory_by_rows_not_rows_x_width(tiny_
         tracemalloc.stop()
     assert summary["subsets"][AFC]["rows"]["counted"] > 0
     assert peak < 30e6, (peak, lab.stat().st_size)
+
+
+# ------------------------------------------------------------------ a real kill, in another process
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+N_ASSIGNMENTS = 2400  # x 10 trials: 24,000 judgments a batch, as in the issue
+
+
+def batch(tmp_path, n):
+    return mturk_download(tmp_path / f"Batch_{n}_batch_results.csv", N_ASSIGNMENTS, first=n * N_ASSIGNMENTS,
+                          worker_of=lambda a: f"A{n}{a:05d}WORKER")
+
+
+KILL_AT = """
+import os, sys, time
+import judgments.store as store
+from judgments.ingest import ingest_files
+
+class Os:
+    def __getattr__(self, name):
+        return getattr(os, name)
+    def replace(self, a, b):
+        os.replace(a, b)
+        print("renamed", flush=True)
+        time.sleep(0.5)
+    rename = replace
+store.os = Os()
+ingest_files(sys.argv[1:-1], sys.argv[-1])
+"""
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_an_ingest_killed_at_a_rename_of_its_commit_is_completed_by_the_rerun(tiny_dataset, tmp_path, k):
+    """SIGKILL after the k-th rename of the commit (the issue: the 2nd-5th left stale labels and
+    'ingested before'): its lock, temporaries and half-renamed state are taken over, cleaned and
+    completed by the same command run again."""
+    import shutil
+    import signal
+
+    first = generic(tmp_path / "first.csv", [("A", "a1", e, "p1" if e % 2 else "p0") for e in range(N_AFC)])
+    ingest_files([first], tiny_dataset)
+    command = [batch(tmp_path, 1), generic(tmp_path / "lab.csv", [("L", "l1", e, "p1") for e in range(0, N_AFC, 2)])]
+    reference = tmp_path / "reference"
+    shutil.copytree(tiny_dataset, reference)
+    ingest_files(command, reference)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_AT, *map(str, command), str(tiny_dataset)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(k):
+        assert proc.stdout.readline().strip() == "renamed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sub = tiny_dataset / AFC
+    assert [p for p in sub.rglob("*") if p.name.endswith(".partial")]  # what the killed one left
+    ingest_files(command, tiny_dataset)  # the same command again
+    assert state(tiny_dataset) == state(reference)
+    assert not list(tiny_dataset.rglob("*.lock"))
