@@ -190,8 +190,8 @@ def read_results(path) -> RawJudgments:
 # Real ids are short (MTurk's worker ids 12-14 characters, assignment ids 30, this tool's trial ids
 # 13, a direct id <task>/<split>/<subset>/<stem> some 40): a longer value is a broken file, and
 # carrying it on costs memory and makes every message that names it unreadable.
-MAX_FIELD_CHARS = {"worker": 1000, "assignment": 1000, "item": 1000, "response": 1000, "side": 1000,
-                   "time_ms": 1000, "timing": 1000}
+# (Other values are not stored by their width either, and every message cuts them: shorten().)
+MAX_FIELD_CHARS = {"worker": 1000, "assignment": 1000, "item": 1000}
 SHOWN_CHARS = 60
 
 
@@ -215,7 +215,7 @@ def check_lengths(out: RawJudgments) -> None:
                 lines.add(out.line[k])
                 over.append(k)
         for k in over[:MAX_PROBLEMS]:
-            out.problem(out.line[k], f"the {name.replace('_', ' ')} {shorten(column[k])} is over the limit of "
+            out.problem(out.line[k], f"the {name} id {shorten(column[k])} is over the limit of "
                                      f"{limit:,} characters: not a value of a results file (a broken quote, a "
                                      f"column shifted?)")
         if len(over) > MAX_PROBLEMS:

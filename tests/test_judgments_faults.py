@@ -199,9 +199,13 @@ def test_partial_labels_never_remove_a_label_ingest_did_not_write(tiny_dataset, 
     assert (sub / "judge" / "000001.npy").read_bytes() == hand
 
 
-def test_a_5_mb_id_is_refused_quickly_naming_its_line(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("field", ["worker", "assignment", "item", "response"])
+def test_a_5_mb_value_is_refused_quickly_naming_its_line(tiny_dataset, tmp_path, field):
     long = "W" * 5_000_000
-    lab = generic(tmp_path / "lab.csv", [("A", "a1", 0, "p1"), (long, "a2", 1, "p0"), ("B", "b1", 2, "p1")])
+    row = {"worker": "L", "assignment": "a2", "item": f"{AFC}/000001", "response": "p0", field: long}
+    lab = tmp_path / "lab.csv"
+    lab.write_text(f"worker,assignment,item,response\nA,a1,{AFC}/000000,p1\n" + ",".join(row.values())
+                   + f"\nB,b1,{AFC}/000002,p1\n", encoding="utf-8")
     tracemalloc.start()
     t0 = time.process_time()
     try:
@@ -212,7 +216,10 @@ def test_a_5_mb_id_is_refused_quickly_naming_its_line(tiny_dataset, tmp_path):
         tracemalloc.stop()
     seconds = time.process_time() - t0
     message = str(err.value)
-    assert f"{lab}, line 3: the worker 'WWWW" in message and "5,000,000 characters" in message, message[:300]
+    assert f"{lab}, line 3: " in message and "'WWWWWWWW" in message and "5,000,000 characters" in message, \
+        message[:300]
+    if field != "response":
+        assert f"the {field} id 'WWWW" in message and "over the limit of 1,000 characters" in message
     assert len(message) < 1000 and seconds < 5
     assert peak < 80e6, peak  # a few copies of the 5 MB file at most
     assert not (tiny_dataset / AFC / "judgments").exists()
@@ -231,7 +238,7 @@ def test_a_long_worker_id_in_an_mturk_download_stays_within_memory(tiny_dataset,
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert f"{path}, line 19: the worker 'AAAA" in str(err.value) and len(str(err.value)) < 1000, str(err.value)[:300]
+    assert f"{path}, line 19: the worker id 'AAAA" in str(err.value) and len(str(err.value)) < 1000, str(err.value)[:300]
     assert peak < 20e6, peak
 
 
