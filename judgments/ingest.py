@@ -16,6 +16,7 @@ import gc
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from .readers import RawJudgments, ResultsError, read_results, shorten, summaris
 from .report import build_report
 from .store import (COUNTS, INGESTS, LABEL_HEADER, QC, RAW, REPORT, ROWS, Rows, StoreError, Transaction,
                     append_jsonl_text, counts_text, label_bytes, read_counts, read_json, read_rows,
-                    remove_stale_temps, rows_text)
+                    pid_alive, remove_stale_temps, rows_text)
 
 # what a response means, per task, in the label's value space (2AFC: 1 = chose p1; JND: 1 = "same")
 DIRECT_VALUES = {
@@ -358,12 +359,35 @@ def ingest_files(paths: Sequence, dataset, tasks: Sequence = (), min_sentinel_ac
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with tempfile.TemporaryDirectory(prefix="bapps-study-") as scratch:
+        remove_stale_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"bapps-study-{os.getpid()}-") as scratch:
             paths, tasks = study_snapshots(paths, tasks, scratch)
             return _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, aggregate, log)
     finally:
         if was_enabled:
             gc.enable()
+
+
+def remove_stale_scratch() -> int:
+    """Remove the scratch folders (a study database's snapshot) that killed ingests of this user
+    left in the system's temporary folder: `bapps-study-<pid>-*` of a process that is gone."""
+    n = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for e in entries:
+        if not e.name.startswith("bapps-study-"):
+            continue
+        pid = e.name[len("bapps-study-"):].partition("-")[0]
+        try:
+            if (pid.isdigit() and e.is_dir(follow_symlinks=False) and e.stat(follow_symlinks=False).st_uid == os.getuid()
+                    and int(pid) != os.getpid() and not pid_alive(int(pid))):
+                shutil.rmtree(e.path, ignore_errors=True)
+                n += 1
+        except OSError:
+            continue
+    return n
 
 
 def study_snapshots(paths, tasks, scratch):

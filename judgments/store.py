@@ -256,7 +256,8 @@ class Transaction:
 _TEMP = re.compile(r"^\.(.+)\.(\d+)\.partial$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host is running (this one counts as gone: it cleans before it stages)."""
     if pid == os.getpid():
         return False  # this process has no staged transaction while it cleans: left by an aborted one
     try:
@@ -282,7 +283,7 @@ def remove_stale_temps(folders, label_folders=()) -> int:
             continue
         for e in entries:
             m = _TEMP.match(e.name) if e.name[:1] == "." else None  # a label folder holds 50,000 plain names
-            if m and e.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(2))):
+            if m and e.is_file(follow_symlinks=False) and not pid_alive(int(m.group(2))):
                 try:
                     os.unlink(e.path)
                     n += 1
@@ -297,7 +298,7 @@ def remove_stale_temps(folders, label_folders=()) -> int:
         for e in entries:
             m = _TEMP.match(e.name)
             if (m and m.group(1) == label_folder.name and e.is_dir(follow_symlinks=False)
-                    and not _pid_alive(int(m.group(2)))):
+                    and not pid_alive(int(m.group(2)))):
                 shutil.rmtree(e.path, ignore_errors=True)
                 n += 1
     return n

@@ -314,3 +314,29 @@ def test_an_ingest_killed_at_a_rename_of_its_commit_is_completed_by_the_rerun(ti
     ingest_files(command, tiny_dataset)  # the same command again
     assert state(tiny_dataset) == state(reference)
     assert not list(tiny_dataset.rglob("*.lock"))
+
+
+def test_a_study_snapshot_left_by_a_killed_ingest_is_removed(tiny_dataset, tmp_path, monkeypatch):
+    """Ingesting a `serve` database reads a snapshot of it in the system's temporary folder; a
+    killed ingest leaves it there: the next ingest removes it (a live process's it leaves)."""
+    import tempfile
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = system_tmp / f"bapps-study-{dead.pid}-x1y2z3"
+        running = system_tmp / f"bapps-study-{alive.pid}-a1b2c3"
+        other = system_tmp / "bapps-study-k9_j"  # not named by a pid: not ours to judge
+        for folder in (left, running, other):
+            folder.mkdir()
+            (folder / "study.jsonl").write_text("{}\n")
+        ingest_files([generic(tmp_path / "lab.csv", [("A", "a1", 0, "p1")])], tiny_dataset)
+        assert not left.exists() and running.exists() and other.exists()
+        assert sorted(p.name for p in system_tmp.iterdir()) == sorted([running.name, other.name])
+    finally:
+        alive.kill()
+        alive.wait()
