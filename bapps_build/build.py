@@ -17,7 +17,7 @@ import distortions
 
 from .config import BuildConfig
 from .executors import default_workers, run_units
-from .jobs import BuildError, Job, check_target, open_job, progress_bar, run_job
+from .jobs import BuildError, Job, check_target, holding_lock, open_job, progress_bar, run_job
 from .layout import SOURCES, stem, stem_width, subset_dir
 from .recipes import render, sample_recipe
 from .stats import build_difficulty
@@ -158,6 +158,7 @@ def prepare(cfg: BuildConfig, out_root, *, workers: int, resume: bool, progress:
     return ctx, info
 
 
+@holding_lock(lambda cfg, out_root: subset_dir(out_root, cfg.task, cfg.split, cfg.subset), "bapps-build distort")
 def run_build(cfg: BuildConfig, out_root, *, workers: Optional[int] = None, resume: bool = False,
               progress: bool = True, log: Callable[[str], None] = print, hooks: Optional[dict] = None,
               extra_settings=None, executor: str = "local", scheduler: Optional[str] = None) -> dict:

@@ -98,15 +98,15 @@ def family_visibility(name: str, contexts: Sequence[np.ndarray], strengths: Sequ
 
 
 def fit_strength_map(strengths: Sequence[float], medians: Sequence[float],
-                     severities: Sequence[float] = SEVERITY_KNOTS) -> Dict[str, object]:
-    """Invert the median curve at the target of each severity knot (linear in log
-    visibility between grid points; the curve is made non-decreasing first)."""
+                     severities: Sequence[float] = SEVERITY_KNOTS, target_scale: float = 1.0) -> Dict[str, object]:
+    """Invert the median curve at the target (times target_scale) of each severity knot
+    (linear in log visibility between grid points; the curve is made non-decreasing first)."""
     t = np.asarray(strengths, dtype=float)
     m = np.maximum.accumulate(np.maximum(np.asarray(medians, dtype=float), 1e-6))
     logm = np.log(m)
     knots, clipped = [], []
     for s in severities:
-        goal = math.log(target_visibility(s))
+        goal = math.log(target_visibility(s) * target_scale)
         if goal <= logm[0]:
             knots.append(0.0)
             clipped.append("low" if goal < logm[0] - 0.1 else "")
@@ -124,9 +124,17 @@ def fit_strength_map(strengths: Sequence[float], medians: Sequence[float],
             "out_of_range": [c for c in clipped]}
 
 
+# The one exception to the common curve, inside the x1.5 band: SSIM barely sees a uniform
+# color cast, so a cast fitted to the curve itself has a median 1 - SSIM at s = 0.5 of 0.055
+# where every other family has 0.10 to 0.32 (x5.75, above the x5 the classic cross-check
+# allows); fitted to 1.2 x the curve, its 1 - SSIM comes within it and its visibility stays
+# within the band. docs/calibration.md has the numbers.
+TARGET_SCALE = {"color_shift": 1.2}
+
+
 def calibrate_family(name: str, contexts, seed: int = CALIBRATION_SEED) -> dict:
     grid = np.median(family_visibility(name, contexts, STRENGTH_GRID, seed), axis=1)
-    fitted = fit_strength_map(STRENGTH_GRID, grid)
+    fitted = fit_strength_map(STRENGTH_GRID, grid, target_scale=TARGET_SCALE.get(name, 1.0))
     return {"severity": fitted["severity"], "strength": fitted["strength"],
             "out_of_range": fitted["out_of_range"],
             "raw_curve": {"strength": list(STRENGTH_GRID), "median": [round(float(v), 4) for v in grid]}}

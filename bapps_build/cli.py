@@ -28,6 +28,16 @@ plugin_option = click.option(
     help="A Python file that defines extra distortion families (repeatable).")
 
 
+def echo(text: str, err: bool = False) -> None:
+    """click.echo that never fails on a name the terminal's encoding cannot show (a file name with
+    undecodable bytes, an ASCII-only terminal): such characters are printed as escapes."""
+    import sys
+
+    stream = sys.stderr if err else sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    click.echo(text.encode(encoding, "backslashreplace").decode(encoding, "replace"), err=err)
+
+
 def load_plugins(plugins):
     for p in plugins:
         distortions.load_plugin_file(p)
@@ -172,9 +182,9 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
                       sources=tuple(sources), max_pixels=max_pixels, plugins=tuple(plugins),
                       format=fmt, maxcount=maxcount)
     report = run_build(cfg, out, workers=workers, resume=resume, progress=not quiet,
-                       log=lambda m: click.echo(m, err=True), hooks=hooks, extra_settings=extra,
+                       log=lambda m: echo(m, err=True), hooks=hooks, extra_settings=extra,
                        executor=executor, scheduler=scheduler)
-    click.echo(format_report(report))
+    echo(format_report(report))
 
 
 # ---------------------------------------------------------------- apply
@@ -439,9 +449,9 @@ def real(reference, outputs, more_outputs, n, out, name, split, seed, patch_size
     cfg = RealConfig(n=n, name=name, seed=seed, split=split, patch_size=patch_size, scale_range=tuple(scale_range),
                      flat_threshold=flat_threshold, format=fmt, maxcount=maxcount)
     report = run_real(cfg, reference, list(outputs) + list(more_outputs), out, workers=workers, resume=resume,
-                      progress=not quiet, log=lambda m: click.echo(m, err=True), executor=executor,
+                      progress=not quiet, log=lambda m: echo(m, err=True), executor=executor,
                       scheduler=scheduler)
-    click.echo(format_report(report))
+    echo(format_report(report))
 
 
 # ---------------------------------------------------------------- export
@@ -480,10 +490,10 @@ def export(source, fmt, out, maxcount, stored_size, workers, executor, scheduler
         if stored_size:
             raise click.UsageError("--stored-size goes with --format bapps")
         summary = export_to_shards(source, out, maxcount=maxcount, workers=workers, executor=executor,
-                                   scheduler=scheduler, progress=not quiet)
+                                   scheduler=scheduler, progress=not quiet, log=lambda m: echo(m, err=True))
     else:
         summary = export_to_tree(source, out, stored_size=stored_size, workers=workers, executor=executor,
-                                 scheduler=scheduler, progress=not quiet)
+                                 scheduler=scheduler, progress=not quiet, log=lambda m: echo(m, err=True))
     for s in summary["subsets"]:
         click.echo(f"{s['subset']}: {s['examples']} examples" + (f" in {s['shards']} shard(s) -> {s['target']}"
                                                                   if "shards" in s else ""))

@@ -87,6 +87,7 @@ class BuildConfig:
         d["families"] = list(families)
         d["scale_range"] = list(self.scale_range)
         d["severity_range"] = list(self.severity_range) if self.severity_range is not None else None
+        d["max_chain"] = self.longest_chain  # the task's default, spelled out
         d["seed_scheme"] = 2  # streams carry task/split/subset; calibrated severities
         d["sources_digest"] = sources_digest
         return d

@@ -18,6 +18,8 @@ import queue
 import uuid
 from typing import Callable, Iterable, Optional
 
+from .errors import WorkError
+
 EXECUTORS = ("local", "dask")
 
 _CONTEXT = None
@@ -36,7 +38,7 @@ def _init_worker(setup: Optional[Callable], context, progress_queue) -> None:
     _CONTEXT = context
     _PROGRESS = progress_queue
     if setup is not None:
-        setup(context)
+        _setup_once(setup, context)
     import gc
 
     gc.freeze()  # the modules and the context live for the whole run: keep them out of GC passes
@@ -47,36 +49,74 @@ def _report(n: int) -> None:
         _PROGRESS.put(n)
 
 
+_SETUP_ERROR = None  # a worker whose setup failed reports that failure for every unit it is given
+
+
+def _call(fn, context, unit, progress):
+    """fn on one unit; an exception comes back as a WorkError (picklable: its type, message and
+    traceback as text), whichever executor runs it. The driver adds which unit (_name_failure)."""
+    if _SETUP_ERROR is not None:
+        raise _SETUP_ERROR
+    try:
+        return fn(context, unit, progress)
+    except Exception as exc:
+        raise WorkError("", exc) from exc
+
+
+def _setup_once(setup, context) -> None:
+    global _SETUP_ERROR
+    try:
+        setup(context)
+    except Exception as exc:
+        _SETUP_ERROR = WorkError("the worker's setup (loading plugins, models)", exc)
+
+
+def _name_failure(exc: WorkError, unit, unit_name) -> WorkError:
+    return WorkError(unit_name(unit) if unit_name else f"unit {unit}", exc)
+
+
 def _run_unit(fn, unit):
-    return fn(_CONTEXT, unit, _report)
+    return _call(fn, _CONTEXT, unit, _report)
 
 
 def run_units(fn: Callable, context, units: Iterable[int], *, workers: int, on_result: Callable[[dict], None],
               on_progress: Callable[[int], None] = lambda n: None, setup: Optional[Callable] = None,
-              executor: str = "local", scheduler: Optional[str] = None) -> None:
-    """Run fn(context, unit, progress) for every unit; on_result gets each result as it arrives."""
+              executor: str = "local", scheduler: Optional[str] = None,
+              unit_name: Optional[Callable[[int], str]] = None) -> None:
+    """Run fn(context, unit, progress) for every unit; on_result gets each result as it arrives.
+
+    A unit that raises stops the run with a WorkError: the cause's type and message, and the unit
+    (unit_name(unit), a module-level function or picklable callable, says it for people)."""
     if executor == "dask":
         return run_dask(fn, context, units, workers=workers, on_result=on_result, on_progress=on_progress,
-                        setup=setup, scheduler=scheduler)
+                        setup=setup, scheduler=scheduler, unit_name=unit_name)
     if executor != "local":
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if scheduler:
         raise ValueError("--scheduler goes with --executor dask")
     return run_local(fn, context, units, workers=workers, on_result=on_result, on_progress=on_progress,
-                     setup=setup)
+                     setup=setup, unit_name=unit_name)
 
 
-def run_local(fn, context, units, *, workers, on_result, on_progress=lambda n: None, setup=None) -> None:
+def run_local(fn, context, units, *, workers, on_result, on_progress=lambda n: None, setup=None,
+              unit_name=None) -> None:
     units = list(units)
     if not units:
         return
     if workers <= 1 or len(units) == 1:
-        global _CONTEXT, _PROGRESS
-        _CONTEXT, _PROGRESS = context, None
+        global _CONTEXT, _PROGRESS, _SETUP_ERROR
+        _CONTEXT, _PROGRESS, _SETUP_ERROR = context, None, None
         if setup is not None:
-            setup(context)
-        for u in units:
-            on_result(fn(context, u, on_progress))
+            _setup_once(setup, context)
+        try:
+            for u in units:
+                try:
+                    result = _call(fn, context, u, on_progress)
+                except WorkError as exc:
+                    raise _name_failure(exc, u, unit_name) from exc
+                on_result(result)
+        finally:
+            _SETUP_ERROR = None
         return
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -87,17 +127,28 @@ def run_local(fn, context, units, *, workers, on_result, on_progress=lambda n: N
     pool = ProcessPoolExecutor(max_workers=min(workers, len(units)), mp_context=ctx,
                                initializer=_init_worker, initargs=(setup, context, progress_queue))
     try:
-        pending = {pool.submit(_run_unit, fn, u) for u in units}
+        unit_of = {pool.submit(_run_unit, fn, u): u for u in units}
+        pending = set(unit_of)
         while pending:
             finished, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
             _drain(progress_queue, on_progress)
             for future in finished:
-                on_result(future.result())
+                try:
+                    result = future.result()
+                except WorkError as exc:
+                    raise _name_failure(exc, unit_of[future], unit_name) from exc
+                on_result(result)
         pool.shutdown(wait=True)
     except BaseException:
+        # the workers, taken before shutdown() (which sets the pool's table to None): a failure
+        # must surface as itself, not as an AttributeError from the clean-up
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
+        for proc in processes:
+            try:
+                proc.terminate()
+            except Exception:
+                pass
         raise
     finally:
         progress_queue.close()
@@ -122,7 +173,10 @@ def _dask_unit(fn, context, token, setup, topic, unit):
     worker = get_worker()
     if token not in _SET_UP:
         if setup is not None:
-            setup(context)
+            try:
+                setup(context)
+            except Exception as exc:
+                raise WorkError("the worker's setup (loading plugins, models)", exc) from exc
         # A Dask worker holds far more long-lived objects than a pool worker; the garbage
         # collector would walk them all again and again while the patches churn.
         import gc
@@ -133,7 +187,7 @@ def _dask_unit(fn, context, token, setup, topic, unit):
     def progress(n):
         if n:
             worker.log_event(topic, {"n": int(n)})
-    return fn(context, unit, progress)
+    return _call(fn, context, unit, progress)
 
 
 def LOCAL_CLUSTER_CONFIG() -> dict:
@@ -155,7 +209,7 @@ def LOCAL_CLUSTER_CONFIG() -> dict:
 
 
 def run_dask(fn, context, units, *, workers, on_result, on_progress=lambda n: None, setup=None,
-             scheduler=None) -> None:
+             scheduler=None, unit_name=None) -> None:
     """Each unit is one Dask task. A task lost with its worker is rescheduled by Dask and
     rewrites the same files (atomically), so nothing is lost and nothing differs."""
     try:
@@ -179,10 +233,14 @@ def run_dask(fn, context, units, *, workers, on_result, on_progress=lambda n: No
     try:
         client.subscribe_topic(topic, lambda event: on_progress(event[1]["n"]))
         [ctx_future] = client.scatter([context], broadcast=True)
-        futures = [client.submit(_dask_unit, fn, ctx_future, token, setup, topic, u, pure=False,
-                                 key=f"bapps-unit-{token}-{u}") for u in units]
-        for future in as_completed(futures):
-            on_result(future.result())
+        unit_of = {client.submit(_dask_unit, fn, ctx_future, token, setup, topic, u, pure=False,
+                                 key=f"bapps-unit-{token}-{u}"): u for u in units}
+        for future in as_completed(list(unit_of)):
+            try:
+                result = future.result()
+            except WorkError as exc:
+                raise _name_failure(exc, unit_of[future], unit_name) from exc
+            on_result(result)
         client.unsubscribe_topic(topic)
     finally:
         client.close()

@@ -6,7 +6,9 @@ that the LPIPS loader would pick up.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import stat
 import json
 import os
 import struct
@@ -24,31 +26,183 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
 
 
-def write_atomic(path, data: bytes) -> None:
+def write_all(fd: int, data) -> None:
+    """os.write until every byte is written; a write that makes no progress raises (ENOSPC).
+
+    os.write may write less than asked (a full disk, a signal, a pipe); ignoring that is how a
+    truncated file gets renamed into place as if complete.
+    """
+    view = memoryview(data).cast("B")
+    total, done = len(view), 0
+    while done < total:
+        n = os.write(fd, view[done:])
+        if n <= 0:
+            raise OSError(errno.ENOSPC, f"no space left: wrote {done} of {total} bytes")
+        done += n
+
+
+def fsync_dir(folder) -> None:
+    """Make a rename or a new file in folder durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data: bytes, durable: bool = False) -> None:
+    """Write a file under its final name only when all of it is written, or raise.
+
+    durable: also fsync the file and its folder, for what a resume trusts after a crash (build
+    records, part files); images are not fsynced but checked against their checksums instead.
+    """
     path = Path(path)
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
+        write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+class AtomicFile:
+    """A file written in pieces (a shard, a manifest) that appears under its name only when closed
+    without an error: `with AtomicFile(path) as f: f.write(...)`. Every write is checked whole."""
+
+    def __init__(self, path, durable: bool = False):
+        self.path = Path(path)
+        self.tmp = temp_name(self.path)
+        self.durable = durable
+        self.fd = None
+        self.size = 0
+
+    def __enter__(self):
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        return self
+
+    def write(self, data) -> int:
+        write_all(self.fd, data)
+        self.size += len(data)
+        return len(data)
+
+    def __exit__(self, exc_type, exc, tb):
+        fd, self.fd = self.fd, None
+        if exc_type is not None:
+            os.close(fd)
+            _unlink_quietly(self.tmp)
+            return False
+        try:
+            if self.durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(self.tmp)
+            raise
+        os.close(fd)
+        os.replace(self.tmp, self.path)
+        if self.durable:
+            fsync_dir(self.path.parent)
+        return False
+
+
+def _unlink_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_json_atomic(path, obj, indent=2, durable: bool = False) -> None:
+    write_atomic(path, (json.dumps(obj, indent=indent, sort_keys=False) + "\n").encode("utf-8"), durable)
+
+
+def is_own_temp_name(name: str) -> bool:
+    """`.<name>.<pid>.partial`: a temp file this tool writes (temp_name); nothing else matches."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return False
+    inner = name[1:-len(TEMP_SUFFIX)]
+    base, dot, pid = inner.rpartition(".")
+    return bool(dot and base and pid.isdigit())
+
+
+def remove_partials(folders) -> int:
+    """Delete the temp files a killed run of this tool left in folders (not below them); returns
+    how many. Only names temp_name makes are touched: never a file this tool did not create.
+    Call it only while holding the folder's lock (locks.py), or it could take a live writer's."""
+    if isinstance(folders, (str, os.PathLike)):
+        folders = [folders]
+    n = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            if is_own_temp_name(e.name) and e.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(e.path)
+                    n += 1
+                except OSError:
+                    pass
+    return n
+
+
+class NotARegularFile(OSError):
+    """A path that is a FIFO, a device, a socket or a folder, or that is too big to read."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular_file(path, max_bytes: int) -> bytes:
+    """The bytes of a regular file (links to one are fine), at most max_bytes, never blocking.
+
+    Opened with O_NONBLOCK so a FIFO cannot hang the open, then checked on the open descriptor
+    (no window for a swap between check and read); a device or a file over the limit raises
+    NotARegularFile, whose message says what the path is.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile(errno.EINVAL, f"{_kind(st.st_mode)}, not a regular file; only files are read",
+                                  os.fspath(path))
+        if st.st_size > max_bytes:
+            raise NotARegularFile(errno.EFBIG, f"{st.st_size:,} bytes, over the limit of {max_bytes:,}", os.fspath(path))
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 22, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:  # grew while being read
+                raise NotARegularFile(errno.EFBIG, f"more than {max_bytes:,} bytes, over the limit", os.fspath(path))
+        return b"".join(chunks)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path, obj, indent=2) -> None:
-    write_atomic(path, (json.dumps(obj, indent=indent, sort_keys=False) + "\n").encode("utf-8"))
-
-
-def remove_partials(folder) -> int:
-    """Delete temp files a killed run left behind; returns how many."""
-    n = 0
-    for p in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
-        try:
-            p.unlink()
-            n += 1
-        except OSError:
-            pass
-    return n
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@ settings, for --resume), report.json (the summary), sources.json (what the scan 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import List, Tuple
 
@@ -23,6 +24,7 @@ BUILD = "build.json"
 REPORT = "report.json"
 SOURCES = "sources.json"
 PARTS = ".parts"
+STEM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # an example's stem: no dots, separators or `..`
 
 
 def subset_dir(root, task: str, split: str, subset: str) -> Path:

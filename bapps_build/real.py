@@ -21,7 +21,7 @@ import numpy as np
 
 from .executors import default_workers
 from .files import sha256_bytes
-from .jobs import BuildError, Job, check_target, open_job, run_job
+from .jobs import BuildError, Job, check_target, holding_lock, open_job, run_job
 from .layout import stem, stem_width, subset_dir
 from .patches import crop_record, extract_patch, flatness, sample_window
 from .sources import (IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, Source, SourceCache, SourceError, UnusableSource,
@@ -203,6 +203,7 @@ def render_real(recipe: dict, max_pixels: int = 0) -> Dict[str, np.ndarray]:
     return images
 
 
+@holding_lock(lambda cfg, out_root: subset_dir(out_root, "2afc", cfg.split, cfg.name), "bapps-build real")
 def run_real(cfg: RealConfig, reference_dir, output_dirs, out_root, *, workers: Optional[int] = None,
              resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
              executor: str = "local", scheduler: Optional[str] = None) -> dict:

@@ -109,8 +109,8 @@ def sample_recipe(index: int, cfg: BuildConfig, families: Sequence[str], sources
 # per pair (--max-chain defaults to 1 for jnd: two families at s = 0 together are above the
 # threshold 90% of the time) at s = JND_SEVERITY_SCALE * u ** 2, u uniform, puts about 30%
 # of the pairs of a default (train) build below the measure's threshold (BAPPS: people
-# called 27.9% of its JND test pairs "same"); the share depends on the photos (46% on the
-# two busier val photos). docs/calibration.md shows the measured shares.
+# called 27.9% of its JND test pairs "same"); the share depends on the photos (48% on the
+# two val photos). docs/calibration.md shows the measured shares.
 JND_SEVERITY_SCALE = 0.08
 
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Tuple
+
+from .layout import STEM_PATTERN
 
 BLOCK = 512
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z: a constant, and not one tools call implausible
@@ -67,12 +70,14 @@ def sample_bytes(key: str, fields: Dict[str, bytes]) -> bytes:
 
 
 def write_shard(path, samples: Iterable[Tuple[str, Dict[str, bytes]]]) -> dict:
-    """Write samples to a tar atomically; returns {"file", "samples", "bytes", "sha256"}."""
+    """Write samples to a tar atomically (all of it, fsynced, or nothing); returns {"file", "samples",
+    "bytes", "sha256"}."""
+    from .files import AtomicFile
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     digest, count, size = hashlib.sha256(), 0, 0
     first = last = None
-    with open(tmp, "wb") as f:
+    with AtomicFile(path, durable=True) as f:
         for key, fields in samples:
             chunk = sample_bytes(key, fields)
             f.write(chunk)
@@ -84,31 +89,71 @@ def write_shard(path, samples: Iterable[Tuple[str, Dict[str, bytes]]]) -> dict:
         f.write(TAR_END)
         digest.update(TAR_END)
         size += len(TAR_END)
-    os.replace(tmp, path)
     return {"file": path.name, "samples": count, "bytes": size, "sha256": digest.hexdigest(),
             "first_key": first, "last_key": last}
 
 
-def read_shard(path) -> Iterator[Tuple[str, Dict[str, bytes]]]:
-    """Samples of a shard in order (any valid tar, not only ours)."""
+class ShardError(ValueError):
+    """A shard a reader must not trust: a member name or size outside the format, or a damaged tar."""
+
+
+KEY_PATTERN = STEM_PATTERN  # a key is a stem: no dots, separators or `..`
+MAX_MEMBER_BYTES = 256 * 2**20  # far above any patch at any --stored-size
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def read_shard(path, strict: bool = False, max_member_bytes: int = MAX_MEMBER_BYTES
+               ) -> Iterator[Tuple[str, Dict[str, bytes]]]:
+    """Samples of a shard in order (any valid tar, not only ours).
+
+    strict (for shards from elsewhere, whose names become paths): every member must be a
+    regular file named <key>.<field> with a plain key (letters, digits, _ and -) and a field of
+    this format, no folder part, no `..`, not absolute, and at most max_member_bytes; anything
+    else raises ShardError naming the shard and the member.
+    """
     current, fields = None, {}
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = os.path.basename(member.name)
-            key, dot, field = base.partition(".")
-            if not dot:
-                continue
-            prefix = os.path.dirname(member.name)
-            key = f"{prefix}/{key}" if prefix else key
-            if key != current:
-                if current is not None:
-                    yield current, fields
-                current, fields = key, {}
-            fields[field] = tar.extractfile(member).read()
+    name = Path(path).name
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if strict:
+                    _check_member(name, member, max_member_bytes)
+                elif not member.isfile():
+                    continue
+                base = os.path.basename(member.name)
+                key, dot, field = base.partition(".")
+                if not dot:
+                    continue
+                prefix = os.path.dirname(member.name)
+                key = f"{prefix}/{key}" if prefix else key
+                if key != current:
+                    if current is not None:
+                        yield current, fields
+                    current, fields = key, {}
+                if strict and field in fields:
+                    raise ShardError(f"{name}: member {_shorten(member.name)!r} appears twice")
+                fields[field] = tar.extractfile(member).read()
+    except tarfile.TarError as exc:
+        raise ShardError(f"{name}: not a readable tar file ({exc}); download it again") from None
     if current is not None:
         yield current, fields
+
+
+def _check_member(shard: str, member: tarfile.TarInfo, max_bytes: int) -> None:
+    shown = _shorten(member.name)
+    if not member.isfile():
+        raise ShardError(f"{shard}: member {shown!r} is not a regular file (a link, folder or device); "
+                         "this shard set is not one of this format and was not used")
+    key, dot, field = member.name.partition(".")
+    if not (dot and KEY_PATTERN.fullmatch(key) and field in FIELD_ORDER):
+        raise ShardError(f"{shard}: member {shown!r} is not named <key>.<field> with a plain key (letters, digits, "
+                         f"_ and -) and one of the fields {', '.join(FIELD_ORDER)}; this shard set was not used")
+    if member.size > max_bytes:
+        raise ShardError(f"{shard}: member {shown!r} claims {member.size:,} bytes, over the limit of "
+                         f"{max_bytes:,}; this shard set was not used")
 
 
 def shard_file_name(name: str, k: int) -> str:
@@ -124,13 +169,25 @@ def write_index(folder, name: str, task: str, shards: List[dict], extra=None) ->
     return index
 
 
+def read_index(folder) -> dict:
+    """A shard set's index.json; a damaged one raises ValueError naming the file."""
+    path = Path(folder) / INDEX
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({str(exc)[:200]}); export or build the shard set again") from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise ValueError(f"{path}: not a shard index (a JSON object with a list of shards)")
+    return index
+
+
 def is_shard_set(folder) -> bool:
     return (Path(folder) / INDEX).exists()
 
 
 def find_sample(folder, key: str) -> Dict[str, bytes]:
     """The fields of one sample of a shard set, found through the index's key ranges."""
-    index = json.loads((Path(folder) / INDEX).read_text())
+    index = read_index(folder)
     for shard in index["shards"]:
         if shard.get("first_key") is not None and shard["first_key"] <= key <= shard["last_key"]:
             for k, fields in read_shard(Path(folder) / shard["file"]):
@@ -143,7 +200,7 @@ def verify_shard_set(folder, task: str, folders, label: str, manifest_records=No
     """Problems a reader would hit: missing or changed shards, wrong counts, missing fields, keys."""
     folder = Path(folder)
     problems: List[str] = []
-    index = json.loads((folder / INDEX).read_text())
+    index = read_index(folder)
     previous, total = "", 0
     files_of = {r["stem"]: r.get("files", {}) for r in manifest_records or []}
     for shard in index["shards"]:

@@ -19,6 +19,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .files import NotARegularFile, read_regular_file
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 LIST_EXTENSIONS = {".txt", ".lst", ".list"}
 BUILTIN_PREFIX = "skimage:"
@@ -256,9 +258,16 @@ def decode_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
         Image.MAX_IMAGE_PIXELS = old_limit
 
 
+MAX_SOURCE_BYTES = 2**30  # 1 GiB: far above any photo; a bound on what one file may make us read
+
+
 def read_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[bytes, np.ndarray]:
+    """Only regular files (or links to one) are read, at most MAX_SOURCE_BYTES, never blocking:
+    a FIFO named like an image, a link to /dev/zero or a device is skipped with its reason."""
     try:
-        data = Path(resolve_path(path)).read_bytes()
+        data = read_regular_file(resolve_path(path), MAX_SOURCE_BYTES)
+    except NotARegularFile as exc:
+        raise UnusableSource(f"cannot read the file: {exc.strerror}") from None
     except OSError as exc:
         raise UnusableSource(f"cannot read the file: {exc.strerror or exc}") from None
     return data, decode_bytes(data, path, max_pixels)

@@ -16,7 +16,7 @@ import numpy as np
 import json
 
 from .files import read_jsonl, sha256_file
-from .shards import INDEX, is_shard_set, verify_shard_set
+from .shards import INDEX, is_shard_set, read_index, verify_shard_set
 from .layout import (IMAGE_FOLDERS, LABEL_FOLDERS, LOADER_IMAGE_EXTENSIONS, LOADER_LABEL_EXTENSIONS,
                      MANIFEST, find_subsets)
 
@@ -47,7 +47,7 @@ def verify_subset(task: str, path: Path, checksums: bool = True) -> dict:
     if is_shard_set(path) and not (path / IMAGE_FOLDERS[task][0]).is_dir():
         records = list(read_jsonl(path / MANIFEST)) if (path / MANIFEST).exists() else None
         problems = verify_shard_set(path, task, IMAGE_FOLDERS[task], LABEL_FOLDERS[task], records)
-        index = json.loads((path / INDEX).read_text())
+        index = read_index(path)
         return {"path": str(path), "task": task, "examples": index["samples"],
                 "files_checked": len(index["shards"]), "checked": "shard(s)", "problems": problems}
     problems: List[str] = []

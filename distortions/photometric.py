@@ -1,10 +1,10 @@
 """Photometric families: lightness, color cast, contrast, saturation.
 
-Severity maps (0 = just visible, 1 = strong; at least ImageNet-C's strongest level):
-- lightness_shift: |delta L*| = 2 .. 40 (L* runs 0..100), sign drawn.
-- color_shift: |(delta a*, delta b*)| = 3 .. 40, direction drawn.
-- contrast: factor c = exp(-(0.1 .. 3.0)) = 0.90 .. 0.05 (lower) or exp(0.1 .. 1.1) = 1.1 .. 3.0 (higher).
-- saturation: chroma factor 0.85 .. 0 (towards gray) or 1.2 .. 5 (oversaturated).
+Raw strength maps (calibration.json maps severity to them):
+- lightness_shift: |delta L*| = 0.5 .. 40 (L* runs 0..100), sign drawn.
+- color_shift: |(delta a*, delta b*)| = 0.5 .. 40, direction drawn.
+- contrast: factor c = exp(-(0.02 .. 2.0)) = 0.98 .. 0.14 (lower) or exp(0.02 .. 1.2) = 1.02 .. 3.3 (higher).
+- saturation: chroma factor 0.97 .. 0 (towards gray) or 1.03 .. 2.5 (oversaturated).
 """
 from __future__ import annotations
 
@@ -64,7 +64,10 @@ def apply_contrast(image, params):
 def sample_saturation(rng, severity):
     if rng.random() < 0.5:
         return {"factor": lerp(0.97, 0.0, severity)}
-    return {"factor": lerp(1.03, 4.0, severity)}
+    # oversaturation is far more visible than desaturation at the same step (it leaves the
+    # gamut): a shorter range keeps the two directions closer, so the family's median is a
+    # stable statistic rather than a pick between two far-apart clusters
+    return {"factor": lerp(1.03, 2.5, severity)}
 
 
 def apply_saturation(image, params):
@@ -74,14 +77,14 @@ def apply_saturation(image, params):
 
 
 register(Family("lightness_shift", "photometric", sample_lightness_shift, apply_lightness_shift,
-                {"delta_l": "L* units added to lightness, -40..40 (|.| >= 2)"},
-                "|delta_l| from 2 to 40 L* units; the sign is drawn"))
+                {"delta_l": "L* units added to lightness, -40..40 (|.| >= 0.5)"},
+                "|delta_l| from 0.5 to 40 L* units; the sign is drawn"))
 register(Family("color_shift", "photometric", sample_color_shift, apply_color_shift,
                 {"delta_a": "a* units added, -40..40", "delta_b": "b* units added, -40..40"},
-                "length of the (a*, b*) cast from 3 to 40; the direction is drawn"))
+                "length of the (a*, b*) cast from 0.5 to 40; the direction is drawn"))
 register(Family("contrast", "photometric", sample_contrast, apply_contrast,
-                {"factor": "deviations from the per-channel mean are scaled by it, 0.05..3"},
-                "factor from 0.90 to 0.05 (lower) or 1.1 to 3.0 (higher); the direction is drawn"))
+                {"factor": "deviations from the per-channel mean are scaled by it, 0.14..3.3"},
+                "factor from 0.98 to 0.14 (lower) or 1.02 to 3.3 (higher); the direction is drawn"))
 register(Family("saturation", "photometric", sample_saturation, apply_saturation,
-                {"factor": "chroma (a*, b*) scale, 0..5"},
-                "factor from 0.85 to 0 (towards gray) or 1.2 to 5 (oversaturated); the direction is drawn"))
+                {"factor": "chroma (a*, b*) scale, 0..2.5"},
+                "factor from 0.97 to 0 (towards gray) or 1.03 to 2.5 (oversaturated); the direction is drawn"))

@@ -108,6 +108,7 @@ def load_plugin_file(path) -> List[str]:
         raise FileNotFoundError(f"plugin file {path} does not exist")
     resolved = str(p.resolve())
     if resolved in _loaded_plugin_files:
+        _load_sidecar_calibration(p)  # written since (calibrate --plugin): use it from now on
         return []
     text = p.read_bytes()
     before = set(_FAMILIES)
@@ -124,16 +125,21 @@ def load_plugin_file(path) -> List[str]:
             register(Family(**{**fam.__dict__, "source": f"file {resolved}"}))
     _loaded_plugin_files[resolved] = digest
     added = sorted(set(_FAMILIES) - before)
-    maps = p.with_suffix(".calibration.json")
-    if maps.exists():  # written by `bapps-build calibrate --plugin`: the family's fitted scale
-        from .calibration import load_calibration_file
-
-        load_calibration_file(maps)
+    _load_sidecar_calibration(p)
     if not added:
         raise RuntimeError(
             f"plugin file {path} defined no distortion family: call distortions.register(Family(...)) "
             "in it or define FAMILIES = [Family(...)]")
     return added
+
+
+def _load_sidecar_calibration(plugin: Path) -> None:
+    """A plugin's fitted severity maps, written beside it by `bapps-build calibrate --plugin`."""
+    maps = plugin.with_suffix(".calibration.json")
+    if maps.exists():
+        from .calibration import load_calibration_file
+
+        load_calibration_file(maps)
 
 
 def loaded_plugin_files() -> Dict[str, str]:

@@ -194,8 +194,9 @@ def load_checkpoint_file(path, label=None) -> dict:
             f"{detail[:200]}). A bank's checkpoints are plain state dicts; retrain the "
             "network (delete the file and its .status.json, then `bapps-build generators train`) or get the "
             "bank from its author again.") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # ValueError: "negative seek value" (truncated)
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:300]}; the file is "
+                              "damaged or truncated: train it again or copy it again") from None
 
 
 def load_generator(path, config: Mapping, device: str = "cpu", label=None):

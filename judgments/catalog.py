@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from bapps_build.files import read_jsonl
-from bapps_build.layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, find_subsets
+from bapps_build.layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, STEM_PATTERN, find_subsets
 
 JUDGMENTS_DIR = "judgments"  # beside ref/ p0/ p1/: the LPIPS loader never lists it
 TASKS_DIR = "tasks"
@@ -63,7 +63,16 @@ def subset_stems(path: Path, task: str) -> List[str]:
     """Example stems in manifest order; without a manifest, those of the first image folder."""
     manifest = path / MANIFEST
     if manifest.exists():
-        return [record["stem"] for record in read_jsonl(manifest)]
+        stems = []
+        for n, record in enumerate(read_jsonl(manifest), 1):
+            stem = record.get("stem") if isinstance(record, dict) else None
+            # a stem becomes a file name (images read, labels written): only a plain name is one
+            if not isinstance(stem, str) or not STEM_PATTERN.fullmatch(stem):
+                raise CatalogError(f"{manifest}, record {n}: the stem {str(stem)[:100]!r} is not a plain name "
+                                   f"(letters, digits, _ and -); only the dataset's own files are read or "
+                                   f"written. Fix or rebuild the manifest.")
+            stems.append(stem)
+        return stems
     folder = path / IMAGE_FOLDERS[task][0]
     return sorted(os.path.splitext(n)[0] for n in os.listdir(folder) if n.endswith(".png"))
 

