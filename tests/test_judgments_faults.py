@@ -55,9 +55,10 @@ def mturk_download(path, assignments, trials=10, worker_of=lambda a: f"A{a:03d}W
     return path
 
 
-def state(dataset):
+def state(dataset, any_order=False):
     """What an ingest leaves that matters, in both subsets: labels, counts, the table, the raw
-    copies, and any temporary file."""
+    copies, and any temporary file. any_order: the table's rows as a sorted list (the order of
+    ingests)."""
     out = {}
     for subset in (AFC, JND):
         sub = Path(dataset) / subset
@@ -66,6 +67,8 @@ def state(dataset):
             if p.is_file() and (rel.startswith(("judge/", "same/", "judgments/raw/")) or
                                 rel in ("judgments/counts.csv", "judgments/rows.tsv", "judgments/qc.json")):
                 out[f"{subset}/{rel}"] = p.read_bytes()
+                if any_order and rel == "judgments/rows.tsv":
+                    out[f"{subset}/{rel}"] = sorted(p.read_bytes().splitlines())
             if p.name.endswith(".partial"):
                 out[f"{subset}/{rel}"] = "TEMPORARY"
     return out
@@ -340,3 +343,80 @@ def test_a_study_snapshot_left_by_a_killed_ingest_is_removed(tiny_dataset, tmp_p
     finally:
         alive.kill()
         alive.wait()
+
+
+# ------------------------------------------------------------------ two ingests at once (lock: bapps_build.locks)
+
+
+INGEST_AT = """
+import json, sys, time
+from judgments.ingest import IngestError, ingest_files
+path, root, start, slow = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+if slow:  # hold the lock a while, inside the commit
+    import judgments.store as store
+    real = store.Transaction.commit
+    def commit(self):
+        print("committing", flush=True)
+        time.sleep(slow)
+        real(self)
+    store.Transaction.commit = commit
+while time.time() < start:
+    time.sleep(0.001)
+refusals = []
+while True:
+    try:
+        ingest_files([path], root)
+        break
+    except IngestError as exc:
+        if "being written by" not in str(exc):
+            raise
+        refusals.append(str(exc))
+        time.sleep(0.02)
+print(json.dumps(refusals))
+"""
+
+
+def counted(dataset):
+    with open(Path(dataset) / AFC / "judgments" / "counts.csv", newline="") as f:
+        return sum(int(r["n_total"]) for r in csv.DictReader(f))
+
+
+def test_two_ingests_at_once_lose_nothing(tiny_dataset, tmp_path):
+    """Two batches ingested into one subset at the same moment, each retried while refused: all
+    48,000 judgments count, and the labels are those of the two ingested one after the other."""
+    import shutil
+
+    batches = [batch(tmp_path, 1), batch(tmp_path, 2)]
+    reference = tmp_path / "reference"
+    shutil.copytree(tiny_dataset, reference)
+    for b in batches:
+        ingest_files([b], reference)
+    assert counted(reference) == 2 * 10 * N_ASSIGNMENTS
+    start = time.time() + 1.5
+    procs = [subprocess.Popen([sys.executable, "-c", INGEST_AT, str(b), str(tiny_dataset), str(start), "0"],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in batches]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    refusals = [msg for out, _ in outs for msg in json.loads(out.strip().splitlines()[-1])]
+    assert all("bapps-build ingest (host" in m and "Nothing was ingested" in m for m in refusals), refusals[:1]
+    assert counted(tiny_dataset) == 2 * 10 * N_ASSIGNMENTS
+    assert state(tiny_dataset, any_order=True) == state(reference, any_order=True)  # the batches in either order
+
+
+def test_an_ingest_beside_a_running_ingest_is_refused_naming_it_and_then_runs(tiny_dataset, tmp_path):
+    """The first ingest holds the subset (here: inside its commit, for 3 s); the second one refuses
+    before writing anything, naming the first's pid; run again afterwards, it counts."""
+    first, second = batch(tmp_path, 1), batch(tmp_path, 2)
+    holder = subprocess.Popen([sys.executable, "-c", INGEST_AT, str(first), str(tiny_dataset), "0", "3"],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "committing"
+        before = {k: v for k, v in state(tiny_dataset).items()}
+        with pytest.raises(IngestError, match=f"pid {holder.pid}.*Nothing was ingested"):
+            ingest_files([second], tiny_dataset)
+        assert state(tiny_dataset) == before
+    finally:
+        out, err = holder.communicate(timeout=300)
+    assert holder.returncode == 0, err[-2000:]
+    ingest_files([second], tiny_dataset)
+    assert counted(tiny_dataset) == 2 * 10 * N_ASSIGNMENTS
