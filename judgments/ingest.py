@@ -114,13 +114,14 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
             for k in bad[:20]:
                 r = response[k]
                 if r.strip().lower() in SIDES:
-                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item {shorten(items[k])} "
-                                    f"needs the side p0 was shown on (left or right), got {shorten(side[k])}")
+                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
+                                    f"{shorten(items[k])} needs the side p0 was shown on (left or right), got "
+                                    f"{shorten(side[k])}")
                 else:
                     allowed = ("left/right (with the side of p0), p0/p1 or 0/1" if task == "2afc"
                                else "same/different or 1/0")
-                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item {shorten(items[k])} "
-                                    f"is not an answer of a {task} task ({allowed})")
+                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
+                                    f"{shorten(items[k])} is not an answer of a {task} task ({allowed})")
             continue
         timing = pick(raw.timing)
         if task == "jnd":
@@ -177,10 +178,11 @@ def sides_from_record(raw: RawJudgments, items: List[str], side: List[str], line
 def unknown_item_reason(item: str, catalog: Catalog) -> str:
     rel, _, stem = item.rpartition("/")
     if rel and rel in catalog.by_rel:
-        return f"item {shorten(item)}: {shorten(rel)} has no example {shorten(stem)} ({len(catalog.subsets[catalog.by_rel[rel]].stems)} examples)"
+        n = len(catalog.subsets[catalog.by_rel[rel]].stems)
+        return f"item {shorten(item)}: {shorten(rel)} has no example {shorten(stem)} ({n} examples)"
     if rel.count("/") == 2:
-        return (f"item {shorten(item)}: this dataset has no subset {shorten(rel)} (it has {', '.join(catalog.by_rel)}); "
-                f"is --dataset the right one?")
+        return (f"item {shorten(item)}: this dataset has no subset {shorten(rel)} (it has "
+                f"{', '.join(catalog.by_rel)}); is --dataset the right one?")
     return (f"item {shorten(item)} is not in this dataset: no task set recorded in it has this id; ingest with "
             f"--dataset the dataset these tasks were made from, or give --tasks TASKS")
 
@@ -381,8 +383,8 @@ def remove_stale_scratch() -> int:
             continue
         pid = e.name[len("bapps-study-"):].partition("-")[0]
         try:
-            if (pid.isdigit() and e.is_dir(follow_symlinks=False) and e.stat(follow_symlinks=False).st_uid == os.getuid()
-                    and int(pid) != os.getpid() and not pid_alive(int(pid))):
+            if (pid.isdigit() and int(pid) != os.getpid() and e.is_dir(follow_symlinks=False)
+                    and e.stat(follow_symlinks=False).st_uid == os.getuid() and not pid_alive(int(pid))):
                 shutil.rmtree(e.path, ignore_errors=True)
                 n += 1
         except OSError:

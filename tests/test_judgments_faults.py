@@ -241,7 +241,8 @@ def test_a_long_worker_id_in_an_mturk_download_stays_within_memory(tiny_dataset,
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert f"{path}, line 19: the worker id 'AAAA" in str(err.value) and len(str(err.value)) < 1000, str(err.value)[:300]
+    message = str(err.value)
+    assert f"{path}, line 19: the worker id 'AAAA" in message and len(message) < 1000, message[:300]
     assert peak < 20e6, peak
 
 
