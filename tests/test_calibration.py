@@ -161,7 +161,14 @@ def test_fit_inverts_a_known_curve():
         assert 0.5 + 20 * strength ** 2 == pytest.approx(C.target_visibility(s), rel=0.03)
 
 
-def test_calibrate_a_plugin_family(tmp_path):
+def test_calibrate_a_plugin_family(tmp_path, monkeypatch):
+    # leave the registries as found: later builds take every registered family by default
+    from distortions import calibration as calibration_maps, registry
+
+    distortions.family_names()  # the built-ins registered first, so the copy holds them all
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+    monkeypatch.setattr(registry, "_loaded_plugin_files", {})
+    monkeypatch.setattr(calibration_maps, "_MAPS", dict(calibration_maps._MAPS))
     plugin = tmp_path / "darken.py"
     plugin.write_text(
         "import numpy as np\n"

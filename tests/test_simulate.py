@@ -128,7 +128,7 @@ def test_plan_intervals_shrink_with_judgments_and_keep_the_human_score(tiny_data
     simulate_files(record, tmp_path / "t", tmp_path / "pilot.csv", observer="l2", noise=0.8, workers=40, seed=9)
     ingest_files([tmp_path / "pilot.csv"], tiny_dataset)
     result = plan_subset(tiny_dataset, "2afc/val/traditional", ["ssim"], [1, 2, 5, 20, 80], examples=400,
-                         bootstrap=300, target=0.03)
+                         bootstrap=300, target=0.04)  # 400 examples: the metric alone is near +-0.034
     rows = {r["judgments"]: r for r in result["rows"]}
     widths = [rows[n]["ssim"]["half_width"] for n in (1, 5, 80)]
     assert widths[0] > widths[1] > widths[2]
@@ -147,6 +147,6 @@ def test_plan_intervals_shrink_with_judgments_and_keep_the_human_score(tiny_data
     pilot = score_2afc(d["d0"], d["d1"], p)
     assert abs(rows[80]["ssim"]["mean"] - pilot) < 0.02
     n = result["enough"]
-    assert n is not None and all(v["half_width"] <= 0.03 for v in rows[n].values() if isinstance(v, dict))
+    assert n is not None and all(v["half_width"] <= 0.04 for v in rows[n].values() if isinstance(v, dict))
     smaller = [m for m in rows if m < n]
-    assert all(max(v["half_width"] for v in rows[m].values() if isinstance(v, dict)) > 0.03 for m in smaller)
+    assert all(max(v["half_width"] for v in rows[m].values() if isinstance(v, dict)) > 0.04 for m in smaller)
