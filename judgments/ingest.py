@@ -490,6 +490,7 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
                     txn.write(store / f"aggregate-{model}.csv", aggregate_subset(sj, qc, model))
             report["changed"] = changed
             results[subset.rel] = report
+        locks.check()
         txn.commit()
     except BaseException:
         txn.abort()
@@ -499,13 +500,40 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
     return {"files": files, "rows_read": sum(len(r) for r in raws), "subsets": results}
 
 
-def _lock_subsets(folders):
-    from bapps_build.locks import lock_folders
+class _SubsetLocks:
+    """The locks of the subsets an ingest writes (bapps_build.locks), taken in sorted order, all
+    or none; check() before the commit: a lock removed by hand (and maybe taken by another
+    command) meanwhile stops the ingest before it renames anything."""
 
-    try:
-        return lock_folders(folders, "bapps-build ingest")
-    except RuntimeError as exc:
-        raise IngestError(f"{exc} Nothing was ingested.") from None
+    def __init__(self, folders):
+        from contextlib import ExitStack
+
+        from bapps_build.locks import FolderLock
+
+        self.stack, self.held = ExitStack(), []
+        try:
+            for folder in sorted({str(Path(f).absolute()) for f in folders}):
+                self.held.append(self.stack.enter_context(FolderLock(folder, "bapps-build ingest")))
+        except RuntimeError as exc:
+            self.stack.close()
+            raise IngestError(f"{exc} Nothing was ingested.") from None
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def check(self) -> None:
+        for lock in self.held:
+            try:
+                lock.check()
+            except RuntimeError as exc:
+                raise IngestError(f"{exc} Nothing was ingested.") from None
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def _lock_subsets(folders) -> _SubsetLocks:
+    return _SubsetLocks(folders)
 
 
 def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QCParams, report: dict,

@@ -421,3 +421,27 @@ def test_an_ingest_beside_a_running_ingest_is_refused_naming_it_and_then_runs(ti
     assert holder.returncode == 0, err[-2000:]
     ingest_files([second], tiny_dataset)
     assert counted(tiny_dataset) == 2 * 10 * N_ASSIGNMENTS
+
+
+def test_an_ingest_whose_lock_was_removed_meanwhile_renames_nothing(tiny_dataset, tmp_path, monkeypatch):
+    """Someone removes the subset's lock by hand while an ingest stages (and another command may
+    have taken it): the ingest stops before its commit, naming the lock; nothing is written."""
+    import judgments.ingest as ingest_module
+    from bapps_build.locks import lock_path
+
+    lab = generic(tmp_path / "lab.csv", [("A", "a1", e, "p1") for e in range(N_AFC)])
+    real = ingest_module.stage_subset
+
+    def stage_and_lose_the_lock(*args, **kwargs):
+        lock_path(tiny_dataset / AFC).unlink()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "stage_subset", stage_and_lose_the_lock)
+    with pytest.raises(IngestError, match=r"was removed or taken by another command.*Nothing was ingested"):
+        ingest_files([lab], tiny_dataset)
+    monkeypatch.undo()
+    sub = tiny_dataset / AFC
+    assert not (sub / "judge").exists() and not (sub / "judgments" / "rows.tsv").exists()
+    assert not [p for p in sub.rglob("*") if p.name.endswith(".partial")]
+    ingest_files([lab], tiny_dataset)
+    assert (sub / "judge" / "000011.npy").exists()
