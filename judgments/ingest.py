@@ -16,6 +16,7 @@ import gc
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,10 +28,11 @@ import numpy as np
 from .catalog import Catalog, CatalogError, Subset, load_catalog
 from .qc import (DEFAULT_MIN_ACCURACY, DEFAULT_TIMING_TOLERANCE_MS, JND_PROTOCOL_MS, QCParams, QCResult, fractions,
                  run_qc)
-from .readers import RawJudgments, ResultsError, read_results, summarise_problems
+from .readers import RawJudgments, ResultsError, read_results, shorten, summarise_problems
 from .report import build_report
-from .store import (COUNTS, INGESTS, QC, RAW, REPORT, ROWS, Rows, StoreError, Transaction, append_jsonl_text,
-                    counts_text, label_bytes, read_counts, read_json, read_rows, rows_text)
+from .store import (COUNTS, INGESTS, LABEL_HEADER, QC, RAW, REPORT, ROWS, Rows, StoreError, Transaction,
+                    append_jsonl_text, counts_text, label_bytes, read_counts, read_json, read_rows,
+                    pid_alive, remove_stale_temps, rows_text)
 
 # what a response means, per task, in the label's value space (2AFC: 1 = chose p1; JND: 1 = "same")
 DIRECT_VALUES = {
@@ -112,13 +114,14 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
             for k in bad[:20]:
                 r = response[k]
                 if r.strip().lower() in SIDES:
-                    problems.append(f"{raw.path}, line {lines[k]}: response {r!r} for item {items[k]} needs the "
-                                    f"side p0 was shown on (left or right), got {side[k]!r}")
+                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
+                                    f"{shorten(items[k])} needs the side p0 was shown on (left or right), got "
+                                    f"{shorten(side[k])}")
                 else:
                     allowed = ("left/right (with the side of p0), p0/p1 or 0/1" if task == "2afc"
                                else "same/different or 1/0")
-                    problems.append(f"{raw.path}, line {lines[k]}: response {r!r} for item {items[k]} is not an "
-                                    f"answer of a {task} task ({allowed})")
+                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
+                                    f"{shorten(items[k])} is not an answer of a {task} task ({allowed})")
             continue
         timing = pick(raw.timing)
         if task == "jnd":
@@ -175,11 +178,12 @@ def sides_from_record(raw: RawJudgments, items: List[str], side: List[str], line
 def unknown_item_reason(item: str, catalog: Catalog) -> str:
     rel, _, stem = item.rpartition("/")
     if rel and rel in catalog.by_rel:
-        return f"item {item!r}: {rel} has no example {stem!r} ({len(catalog.subsets[catalog.by_rel[rel]].stems)} examples)"
+        n = len(catalog.subsets[catalog.by_rel[rel]].stems)
+        return f"item {shorten(item)}: {shorten(rel)} has no example {shorten(stem)} ({n} examples)"
     if rel.count("/") == 2:
-        return (f"item {item!r}: this dataset has no subset {rel} (it has {', '.join(catalog.by_rel)}); "
-                f"is --dataset the right one?")
-    return (f"item {item!r} is not in this dataset: no task set recorded in it has this id; ingest with "
+        return (f"item {shorten(item)}: this dataset has no subset {shorten(rel)} (it has "
+                f"{', '.join(catalog.by_rel)}); is --dataset the right one?")
+    return (f"item {shorten(item)} is not in this dataset: no task set recorded in it has this id; ingest with "
             f"--dataset the dataset these tasks were made from, or give --tasks TASKS")
 
 
@@ -265,7 +269,10 @@ def off_protocol(rows: Rows, task: str, tolerance_ms: float) -> Tuple[Optional[n
 
 
 def qc_table(sj: SubsetJudgments, params: QCParams) -> QCResult:
-    workers, worker_code = np.unique(np.asarray(sj.rows.worker, dtype=object).astype(str), return_inverse=True)
+    # worker codes by a dict, in sorted order: a numpy string array would be rows x the longest id wide
+    workers = sorted(set(sj.rows.worker))
+    code_of = {w: k for k, w in enumerate(workers)}
+    worker_code = np.fromiter(map(code_of.__getitem__, sj.rows.worker), np.int64, len(sj.rows.worker))
     value = np.asarray(sj.rows.value, np.int8)
     rejected = np.asarray(sj.rows.rejected, bool)
     timed_out, untimed = off_protocol(sj.rows, sj.subset.task, params.timing_tolerance_ms)
@@ -302,6 +309,30 @@ def already_ingested(catalog: Catalog) -> Dict[str, set]:
     return out
 
 
+def marks_complete(catalog: Catalog, digest: str, marked: set) -> bool:
+    """Whether a file has its raw/ copy in every subset it gave judgments to: the subsets its
+    ingest recorded in ingests.jsonl (committed before the copies). A crash between the copies
+    of a file that spans subsets leaves some without one: the file is then read again (its
+    judgments are duplicates) and the missing copies are made."""
+    wanted = set()
+    for k in marked:
+        path = catalog.subsets[k].store / INGESTS
+        if not path.exists():
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if digest not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                for entry in record.get("files", ()):
+                    if entry.get("sha256") == digest:
+                        wanted.update(entry.get("subsets", ()))
+    return all(catalog.by_rel[rel] in marked for rel in wanted if rel in catalog.by_rel)
+
+
 def qc_params_for(subset: Subset, min_sentinel_accuracy: Optional[float], count_repeats: Optional[bool] = None,
                   timing_tolerance_ms: Optional[float] = None) -> QCParams:
     """Each parameter as given, else as this subset was last ingested with, else the default."""
@@ -330,12 +361,35 @@ def ingest_files(paths: Sequence, dataset, tasks: Sequence = (), min_sentinel_ac
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with tempfile.TemporaryDirectory(prefix="bapps-study-") as scratch:
+        remove_stale_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"bapps-study-{os.getpid()}-") as scratch:
             paths, tasks = study_snapshots(paths, tasks, scratch)
             return _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, aggregate, log)
     finally:
         if was_enabled:
             gc.enable()
+
+
+def remove_stale_scratch() -> int:
+    """Remove the scratch folders (a study database's snapshot) that killed ingests of this user
+    left in the system's temporary folder: `bapps-study-<pid>-*` of a process that is gone."""
+    n = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for e in entries:
+        if not e.name.startswith("bapps-study-"):
+            continue
+        pid = e.name[len("bapps-study-"):].partition("-")[0]
+        try:
+            if (pid.isdigit() and int(pid) != os.getpid() and e.is_dir(follow_symlinks=False)
+                    and e.stat(follow_symlinks=False).st_uid == os.getuid() and not pid_alive(int(pid))):
+                shutil.rmtree(e.path, ignore_errors=True)
+                n += 1
+        except OSError:
+            continue
+    return n
 
 
 def study_snapshots(paths, tasks, scratch):
@@ -377,7 +431,8 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
             log(f"{p}: the same content as {seen_digest[digest]}; read once")
             continue
         seen_digest[digest] = p
-        if digest[:12] in already:  # its judgments are in rows.tsv already: reading it again adds nothing
+        if digest[:12] in already and marks_complete(catalog, digest, already[digest[:12]]):
+            # its judgments are in rows.tsv already: reading it again adds nothing
             log(f"{p}: ingested before (a copy is in judgments/raw/); skipped")
             skipped_subsets |= already[digest[:12]]
             continue
@@ -406,6 +461,12 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
     locks = _lock_subsets([catalog.subsets[k].path for k in to_process])  # one writer per subset
     txn = Transaction()
     try:
+        for k in sorted(to_process):  # under the lock, before staging: no live writer's temporaries here
+            subset = catalog.subsets[k]
+            labels = subset.path / subset.label_folder
+            stale = remove_stale_temps([subset.store, subset.store / RAW, subset.store / "tasks", labels], [labels])
+            if stale:
+                log(f"{subset.rel}: removed {stale} temporary file(s) a killed ingest left behind")
         for k in sorted(skipped_subsets - to_process):
             results[catalog.subsets[k].rel] = {"subset": catalog.subsets[k].rel, "changed": False, "skipped": True}
         for k in sorted(to_process):
@@ -429,6 +490,7 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
                     txn.write(store / f"aggregate-{model}.csv", aggregate_subset(sj, qc, model))
             report["changed"] = changed
             results[subset.rel] = report
+        locks.check()
         txn.commit()
     except BaseException:
         txn.abort()
@@ -438,13 +500,40 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
     return {"files": files, "rows_read": sum(len(r) for r in raws), "subsets": results}
 
 
-def _lock_subsets(folders):
-    from bapps_build.locks import lock_folders
+class _SubsetLocks:
+    """The locks of the subsets an ingest writes (bapps_build.locks), taken in sorted order, all
+    or none; check() before the commit: a lock removed by hand (and maybe taken by another
+    command) meanwhile stops the ingest before it renames anything."""
 
-    try:
-        return lock_folders(folders, "bapps-build ingest")
-    except RuntimeError as exc:
-        raise IngestError(f"{exc} Nothing was ingested.") from None
+    def __init__(self, folders):
+        from contextlib import ExitStack
+
+        from bapps_build.locks import FolderLock
+
+        self.stack, self.held = ExitStack(), []
+        try:
+            for folder in sorted({str(Path(f).absolute()) for f in folders}):
+                self.held.append(self.stack.enter_context(FolderLock(folder, "bapps-build ingest")))
+        except RuntimeError as exc:
+            self.stack.close()
+            raise IngestError(f"{exc} Nothing was ingested.") from None
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def check(self) -> None:
+        for lock in self.held:
+            try:
+                lock.check()
+            except RuntimeError as exc:
+                raise IngestError(f"{exc} Nothing was ingested.") from None
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def _lock_subsets(folders) -> _SubsetLocks:
+    return _SubsetLocks(folders)
 
 
 def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QCParams, report: dict,
@@ -452,6 +541,12 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
     """Stage what changed for one subset; returns whether anything did."""
     subset, store = sj.subset, sj.subset.store
     changed = False
+    # Commit order (store.Transaction.commit): task records, table and labels; then counts.csv,
+    # qc.json, the report and the log; the raw/ copies, the "ingested" marks, last of all.
+    for (kk, name), record in catalog.new_records.items():
+        if kk == k and not (store / "tasks" / f"{name}.json").exists():
+            txn.write(store / "tasks" / f"{name}.json", json.dumps(record, indent=2) + "\n")
+            changed = True
     new_rows = sj.stats["new"] or sj.stats["status_updates"] or sj.stats.get("statuses_refreshed")
     if new_rows or not (store / ROWS).exists():
         txn.write(store / ROWS, rows_text(sj.rows))
@@ -459,22 +554,18 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
     for f in files:
         target = store / RAW / f["tag"]
         if not target.exists():
-            txn.copy(Path(f["path"]), target)
-            changed = True
-    for (kk, name), record in catalog.new_records.items():
-        if kk == k and not (store / "tasks" / f"{name}.json").exists():
-            txn.write(store / "tasks" / f"{name}.json", json.dumps(record, indent=2) + "\n")
+            txn.copy(Path(f["path"]), target, mark=True)
             changed = True
     positive = "n_p1" if subset.task == "2afc" else "n_same"
     counts = counts_text(subset.stems, qc.n_pos, qc.n_total, positive)
     old_counts_path = store / COUNTS
     old_counts = old_counts_path.read_text(encoding="utf-8") if old_counts_path.exists() else None
-    if counts != old_counts:
-        txn.write(old_counts_path, counts)
+    if counts != old_counts:  # what the labels reflect: renamed once they are in place
+        txn.write(old_counts_path, counts, after_labels=True)
         changed = True
     qc_text = json.dumps(params.to_dict(), indent=2) + "\n"
     if not (store / QC).exists() or (store / QC).read_text(encoding="utf-8") != qc_text:
-        txn.write(store / QC, qc_text)
+        txn.write(store / QC, qc_text, after_labels=True)  # the parameters the counts were made with
         changed = True
     if write_labels:
         labels = stage_labels(txn, subset, qc, partial_labels, log, read_counts(old_counts_path))
@@ -482,11 +573,12 @@ def stage_subset(txn: Transaction, sj: SubsetJudgments, qc: QCResult, params: QC
         changed = changed or labels["written"] > 0 or labels["removed"] > 0
     report_text = json.dumps(report, indent=2) + "\n"
     if changed or not (store / REPORT).exists():
-        txn.write(store / REPORT, report_text)
+        txn.write(store / REPORT, report_text, after_labels=True)
     if changed:
-        txn.write(store / INGESTS, append_jsonl_text(store / INGESTS, {
+        txn.write(store / INGESTS, after_labels=True, data=append_jsonl_text(store / INGESTS, {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "qc": params.to_dict(),
-            "files": [{key: f[key] for key in ("path", "sha256", "platform", "records", "judgments")} for f in files],
+            "files": [{**{key: f[key] for key in ("path", "sha256", "platform", "records", "judgments")},
+                       "subsets": [catalog.subsets[kk].rel for kk in f["subsets"]]} for f in files],
             **sj.stats}))
     return changed
 
@@ -496,11 +588,15 @@ def stage_labels(txn: Transaction, subset: Subset, qc: QCResult, partial: bool, 
     """Labels for every example once each has a judgment; before that none are touched (the loader
     pairs files by position, so a judge/ folder with gaps would mislabel everything after the
     first gap), unless `partial` asks for the judged ones anyway. A label whose counts did not
-    change since the last ingest and whose file exists is left alone."""
+    change since the last ingest and whose file exists is left alone. A label of an example that
+    has no counted judgment (any more) is removed only when ingest wrote it: counts.csv gave it
+    judgments and the file holds exactly that fraction; any other file there (labels from
+    elsewhere, a copy of BAPPS's) is kept and counted in info["kept_foreign"]."""
     folder = subset.path / subset.label_folder
     judged = qc.n_total > 0
     n, n_judged = len(subset.stems), int(judged.sum())
-    info = {"folder": str(folder), "examples": n, "judged": n_judged, "written": 0, "removed": 0, "complete": False}
+    info = {"folder": str(folder), "examples": n, "judged": n_judged, "written": 0, "removed": 0, "complete": False,
+            "kept_foreign": 0}
     if n_judged < n and not partial:
         info["skipped_because"] = (f"{n - n_judged} of {n} examples have no judgment yet; labels are written "
                                    f"once every example has one (or with --partial-labels)")
@@ -515,8 +611,11 @@ def stage_labels(txn: Transaction, subset: Subset, qc: QCResult, partial: bool, 
         name = f"{stem}.npy"
         if not is_judged:
             if name in present:
-                txn.remove(folder / name)
-                info["removed"] += 1
+                if written_by_ingest(folder / name, old_counts.get(stem)):
+                    txn.remove(folder / name)
+                    info["removed"] += 1
+                else:
+                    info["kept_foreign"] += 1
             continue
         if name in present and old_counts.get(stem) == (n_pos, n_total):
             continue
@@ -527,4 +626,20 @@ def stage_labels(txn: Transaction, subset: Subset, qc: QCResult, partial: bool, 
         txn.write_folder(folder, writes)
     info["written"] = len(writes)
     info["complete"] = n_judged == n
+    if info["kept_foreign"]:
+        log(f"{subset.rel}: kept {info['kept_foreign']} label(s) in {folder} of examples without a counted "
+            f"judgment that ingest did not write")
     return info
+
+
+def written_by_ingest(path: Path, counts: Optional[tuple]) -> bool:
+    """Whether a label file is one ingest wrote: counts.csv gave its example (n_pos, n_total)
+    with n_total > 0, and the file holds exactly that fraction, byte for byte."""
+    if not counts or counts[1] <= 0:
+        return False
+    try:
+        with open(path, "rb") as f:
+            data = f.read(len(LABEL_HEADER) + 5)
+    except OSError:
+        return False
+    return data == label_bytes(counts[0] / counts[1])

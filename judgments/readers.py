@@ -180,9 +180,46 @@ def read_results(path) -> RawJudgments:
         if str(exc).startswith(str(path)):
             raise
         raise ResultsError(f"{path}, {exc}") from None
+    if not out.problems:
+        check_lengths(out)
     if out.problems:
         raise ResultsError(summarise_problems(out.problems))
     return out
+
+
+# Real ids are short (MTurk's worker ids 12-14 characters, assignment ids 30, this tool's trial ids
+# 13, a direct id <task>/<split>/<subset>/<stem> some 40): a longer value is a broken file, and
+# carrying it on costs memory and makes every message that names it unreadable.
+# (Other values are not stored by their width either, and every message cuts them: shorten().)
+MAX_FIELD_CHARS = {"worker": 1000, "assignment": 1000, "item": 1000}
+SHOWN_CHARS = 60
+
+
+def shorten(value: str, limit: int = SHOWN_CHARS) -> str:
+    """A value for a message: repr'd, cut to limit characters with its full length said."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
+
+
+def check_lengths(out: RawJudgments) -> None:
+    """A problem, with its line and the value cut short, for every value over its column's limit.
+    A pass of len() over each column (some milliseconds a million rows); lines only when one is over."""
+    for name, limit in MAX_FIELD_CHARS.items():
+        column = getattr(out, name)
+        if not column or max(map(len, column)) <= limit:
+            continue
+        over, lines = [], set()
+        for k, v in enumerate(column):
+            if len(v) > limit and out.line[k] not in lines:  # once per line (an MTurk row holds many trials)
+                lines.add(out.line[k])
+                over.append(k)
+        for k in over[:MAX_PROBLEMS]:
+            out.problem(out.line[k], f"the {name} id {shorten(column[k])} is over the limit of "
+                                     f"{limit:,} characters: not a value of a results file (a broken quote, a "
+                                     f"column shifted?)")
+        if len(over) > MAX_PROBLEMS:
+            out.problem(None, f"... and {len(over) - MAX_PROBLEMS} more values of {name} over the limit")
 
 
 # ---------------------------------------------------------------- times and statuses

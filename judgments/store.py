@@ -16,6 +16,15 @@
 Every file is first written under a hidden temporary name (no image or .npy extension, so
 the LPIPS loader never sees it), whole or not at all (bapps_build.files.write_all: a short
 write on a full disk raises), and only renamed into place once everything is staged.
+
+The renames run in an order that any crash between two of them leaves a state the next ingest
+completes: the table and the labels first, then counts.csv (what the labels on disk reflect: a
+label whose counts did not change is not written again, so counts.csv may only say so once the
+label is in place), then the report and the log, and last the copies in raw/, the "ingested"
+mark (a file with a copy there is skipped as ingested before). Until its mark is in place, a
+results file is read again by the next ingest, its judgments are duplicates of those already in
+rows.tsv, and counts and labels are recomputed from the whole table. Temporary files of a
+killed ingest are removed by the next one (remove_stale_temps), under the subset's lock.
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bapps_build.files import jsonl_line, temp_name, write_all
+from bapps_build.files import fsync_dir, jsonl_line, temp_name, write_all
 
 ROWS = "rows.tsv"
 COUNTS = "counts.csv"
@@ -148,16 +158,20 @@ class Transaction:
     are removed and the old files stay as they were."""
 
     def __init__(self):
-        self.staged: List[Tuple[Path, Path]] = []  # (temporary, final)
+        self.staged: List[Tuple[Path, Path]] = []  # (temporary, final): the table, task records, labels
         self.folders: List[Tuple[str, str]] = []  # whole new folders: (temporary, final)
-        self.copies: List[Tuple[Path, Path]] = []
+        self.after: List[Tuple[Path, Path]] = []  # renamed once the labels are in place (counts, report, log)
+        self.marks: List[Tuple[Path, Path]] = []  # renamed last: the "ingested" marks (raw/ copies)
         self.removals: List[Path] = []
 
-    def write(self, path: Path, data) -> None:
+    def write(self, path: Path, data, after_labels: bool = False) -> None:
+        """Stage a file; after_labels: rename it only once the labels are in place (counts.csv,
+        what says which labels are up to date, and what records the ingest)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_name(path)
-        self.staged.append((tmp, path))  # before writing: abort() removes a half-written one too
+        # listed before writing: abort() removes a half-written one too
+        (self.after if after_labels else self.staged).append((tmp, path))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
@@ -202,38 +216,104 @@ class Transaction:
             finally:
                 os.close(fd)
 
-    def copy(self, source: Path, path: Path) -> None:
+    def copy(self, source: Path, path: Path, mark: bool = False) -> None:
+        """Stage a byte copy; mark: it is an "ingested" mark, renamed after everything else."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_name(path)
+        (self.marks if mark else self.staged).append((tmp, path))  # before copying: abort() removes a partial one
         shutil.copyfile(source, tmp)
-        self.staged.append((tmp, path))
 
     def remove(self, path: Path) -> None:
         self.removals.append(Path(path))
 
     def abort(self) -> None:
-        for tmp, _ in self.staged:
+        for tmp, _ in self.staged + self.after + self.marks:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
         for tmp, _ in self.folders:
             shutil.rmtree(tmp, ignore_errors=True)
-        self.staged = []
-        self.folders = []
+        self.staged, self.after, self.marks, self.folders = [], [], [], []
 
     def commit(self) -> None:
-        for tmp, final in self.staged:
+        """Rename everything into place: table and labels, removals, counts/report/log, marks last."""
+        staged, folders, removals = self.staged, self.folders, self.removals
+        for tmp, final in staged:
             os.replace(tmp, final)
-        for tmp, final in self.folders:
+        self.staged = []
+        for tmp, final in folders:
             os.rename(tmp, final)
         self.folders = []
-        for path in self.removals:
+        for path in removals:
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
-        self.staged = []
+        self.removals = []
+        for tmp, final in self.after:
+            os.replace(tmp, final)
+        # everything above durable before any mark is (a power cut must not keep a mark without its data)
+        touched = {os.path.dirname(str(final)) for _, final in staged + self.after}
+        touched |= {os.path.dirname(str(final)) for _, final in folders} | {str(p.parent) for p in removals}
+        for folder in sorted(touched):
+            fsync_dir(folder)
+        self.after = []
+        for tmp, final in self.marks:
+            os.replace(tmp, final)
+        self.marks = []
+
+
+# what Transaction and bapps_build.files.temp_name name their temporaries: .<name>.<pid>.partial
+_TEMP = re.compile(r"^\.(.+)\.(\d+)\.partial$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host is running (this one counts as gone: it cleans before it stages)."""
+    if pid == os.getpid():
+        return False  # this process has no staged transaction while it cleans: left by an aborted one
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_stale_temps(folders, label_folders=()) -> int:
+    """Remove what a killed ingest left: temporary files (`.<name>.<pid>.partial`) in folders
+    and temporary label folders (`.<judge|same>.<pid>.partial/`) beside each of label_folders,
+    whose process is gone. Only names this tool makes are touched, never below a folder, and
+    never a live process's (an ingest holds its subsets' locks while it stages and commits).
+    Returns how many were removed."""
+    n = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            m = _TEMP.match(e.name) if e.name[:1] == "." else None  # a label folder holds 50,000 plain names
+            if m and e.is_file(follow_symlinks=False) and not pid_alive(int(m.group(2))):
+                try:
+                    os.unlink(e.path)
+                    n += 1
+                except OSError:
+                    pass
+    for label_folder in label_folders:
+        label_folder = Path(label_folder)
+        try:
+            entries = list(os.scandir(label_folder.parent))
+        except OSError:
+            continue
+        for e in entries:
+            m = _TEMP.match(e.name)
+            if (m and m.group(1) == label_folder.name and e.is_dir(follow_symlinks=False)
+                    and not pid_alive(int(m.group(2)))):
+                shutil.rmtree(e.path, ignore_errors=True)
+                n += 1
+    return n
 
 
 def append_jsonl_text(path: Path, record: dict) -> str:
