@@ -63,18 +63,33 @@ def sample_affine_warp(rng, severity):
                 "scale_x": math.exp(k * parts[2]), "scale_y": math.exp(k * parts[3])}
 
     # scale every component down together until no corner of a patch moves too far
-    k = 1.0
-    while k > 1e-3 and affine_corner_displacement(params(k), PATCH) > MAX_DISPLACEMENT:
-        k *= 0.95
-    return params(k)
+    if affine_corner_displacement(params(1.0), PATCH) <= MAX_DISPLACEMENT:
+        return params(1.0)
+    lo, hi = 0.0, 1.0
+    for _ in range(16):  # bisection on k; the corner displacement grows with k
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if affine_corner_displacement(params(mid), PATCH) <= MAX_DISPLACEMENT else (lo, mid)
+    return params(lo)
 
 
 def affine_corner_displacement(params, size: int) -> float:
-    """How far (px) the affine transform moves the farthest corner of a size x size patch."""
-    m = affine_matrix(params, size, size)
-    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], dtype=np.float64)
-    moved = corners @ m[:, :2].T + m[:, 2]
-    return float(np.hypot(*(moved - corners).T).max())
+    """How far (px) the affine transform moves the farthest corner of a size x size patch.
+
+    About the center, a corner at offset v moves by (L - I) v, L the linear part (plain
+    floats: the sampler calls this in a bisection)."""
+    a = math.radians(float(params["angle_deg"]))
+    ca, sa = math.cos(a), math.sin(a)
+    sh, sx, sy = float(params["shear"]), float(params["scale_x"]), float(params["scale_y"])
+    # L = rot @ [[1, sh], [0, 1]] @ diag(sx, sy)
+    l00, l01 = ca * sx, (ca * sh - sa) * sy
+    l10, l11 = sa * sx, (sa * sh + ca) * sy
+    r = (size - 1) / 2.0
+    worst = 0.0
+    for vx, vy in ((-r, -r), (r, -r), (-r, r), (r, r)):
+        dx = (l00 - 1.0) * vx + l01 * vy
+        dy = l10 * vx + (l11 - 1.0) * vy
+        worst = max(worst, math.hypot(dx, dy))
+    return worst
 
 
 def affine_matrix(params, width, height):
@@ -123,6 +138,13 @@ def _sample_grid_warp(grid_sizes):
 
 
 @functools.lru_cache(maxsize=64)
+def _gradient_weights(length: int, grid: int, order: int) -> np.ndarray:
+    """np.gradient along the pixels of the interpolation weights: the derivative of the
+    dense flow is then a product of small matrices, like the flow itself."""
+    return np.gradient(_interpolation_weights(length, grid, order), axis=0)
+
+
+@functools.lru_cache(maxsize=64)
 def _interpolation_weights(length: int, grid: int, order: int) -> np.ndarray:
     """(length, grid) matrix taking control values to every pixel of one axis.
 
@@ -151,38 +173,78 @@ def dense_flow(params, height, width, order):
     wy = _interpolation_weights(height, g, order)
     wx = _interpolation_weights(width, g, order)
     flow = [wy @ c @ wx.T for c in control]
+    scale = 1.0
     if "max_displacement" in params:
         # a soft cap: the peak displacement p becomes p / (1 + (p / L)^4)^(1/4) < L, nearly p
         # well below L and still growing with p above it
         peak = float(np.hypot(flow[0], flow[1]).max())
         limit = float(params["max_displacement"])
         if peak > 0:
-            flow = [f / (1.0 + (peak / limit) ** 4) ** 0.25 for f in flow]
+            scale = 1.0 / (1.0 + (peak / limit) ** 4) ** 0.25
     if "min_jacobian" in params:
         floor = float(params["min_jacobian"])
-        if min_jacobian(flow, 1.0) < floor:
-            lo, hi = 0.0, 1.0  # det is 1 at k = 0
-            for _ in range(30):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if min_jacobian(flow, mid) >= floor else (lo, mid)
-            flow = [f * lo for f in flow]
+        # np.gradient of the flow, from the weights' gradients (exactly what np.gradient gives)
+        gy, gx = _gradient_weights(height, g, order), _gradient_weights(width, g, order)
+        cx, cy = control
+        grads = tuple(scale * m for m in (wy @ cx @ gx.T, gy @ cx @ wx.T, wy @ cy @ gx.T, gy @ cy @ wx.T))
+        if _min_det(grads, 1.0) < floor:  # most fields pass as they are: no roots to find
+            scale *= largest_safe_scale(None, floor, grads)
+    if scale != 1.0:
+        flow = [f * scale for f in flow]
     return flow
+
+
+def _flow_gradients(flow):
+    fx, fy = flow
+    dfx_dy, dfx_dx = np.gradient(fx)
+    dfy_dy, dfy_dx = np.gradient(fy)
+    return dfx_dx, dfx_dy, dfy_dx, dfy_dy
+
+
+def _min_det(grads, k: float) -> float:
+    a, b, c, d = grads
+    return float(((1.0 + k * a) * (1.0 + k * d) - (k * b) * (k * c)).min())
 
 
 def min_jacobian(flow, k: float = 1.0) -> float:
     """The smallest Jacobian determinant of x -> x + k flow(x) (central differences)."""
-    fx, fy = flow
-    dfx_dy, dfx_dx = np.gradient(fx)
-    dfy_dy, dfy_dx = np.gradient(fy)
-    det = (1.0 + k * dfx_dx) * (1.0 + k * dfy_dy) - (k * dfx_dy) * (k * dfy_dx)
-    return float(det.min())
+    return _min_det(_flow_gradients(flow), k)
+
+
+def largest_safe_scale(flow, floor: float, grads=None) -> float:
+    """The largest k in [0, 1] with det(I + k grad flow) >= floor at every pixel.
+
+    Per pixel the determinant is the quadratic 1 + k tr + k^2 det(grad flow), which is 1 at
+    k = 0; k is the smallest positive root of (quadratic - floor) over all pixels, capped at
+    1 (closed form: one pass, where a bisection needs thirty)."""
+    a, b, c, d = grads if grads is not None else _flow_gradients(flow)
+    lin = a + d
+    quad = a * d - b * c
+    const = 1.0 - floor
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = lin * lin - 4.0 * quad * const
+        sq = np.sqrt(np.maximum(disc, 0.0))
+        # the roots of quad k^2 + lin k + const; only real, positive ones bound k
+        r1 = np.where(quad != 0, (-lin - sq) / (2.0 * quad), np.where(lin < 0, -const / lin, np.inf))
+        r2 = np.where(quad != 0, (-lin + sq) / (2.0 * quad), np.inf)
+    roots = np.concatenate([r1[disc >= 0].ravel(), r2[disc >= 0].ravel(), r1[quad == 0].ravel()])
+    roots = roots[np.isfinite(roots) & (roots > 0)]
+    if roots.size == 0:
+        return 1.0
+    return float(min(1.0, roots.min() * (1.0 - 1e-9)))
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_grid(height: int, width: int):
+    yy, xx = np.mgrid[0:height, 0:width]
+    return xx.astype(np.float64), yy.astype(np.float64)
 
 
 def _apply_grid_warp(order):
     def apply(image, params):
         h, w = image.shape[:2]
         flow_x, flow_y = dense_flow(params, h, w, order)
-        yy, xx = np.mgrid[0:h, 0:w]
+        xx, yy = _pixel_grid(h, w)
         return finish(remap(image, xx + flow_x, yy + flow_y))
     return apply
 
