@@ -32,6 +32,7 @@ from distortions._common import generator
 from distortions.calibration import CALIBRATION_FILE, SEVERITY_KNOTS, severity_to_strength
 
 from .patches import CONTEXT_MARGIN, flatness
+from .recipes import apply_in_context
 from .visibility import THRESHOLD, visibility
 
 STRONG = 6.0  # median visibility at severity 1
@@ -91,9 +92,10 @@ def family_visibility(name: str, contexts: Sequence[np.ndarray], strengths: Sequ
         for i, t in enumerate(strengths):
             t_raw = strength_of(t) if strength_of else t
             params = family.sample(generator(patch_seed), float(t_raw))
-            dist = family.apply(ref_f, params)
+            # as builds render it: on the context or on the bare patch (recipes.apply_in_context)
+            dist = apply_in_context(ref_f, [{"family": name, "params": params}], margin)
             dist_u8 = np.clip(np.rint(dist * 255.0), 0, 255).astype(np.uint8)
-            out[i, j] = visibility(ref_c, _center(dist_u8, margin))
+            out[i, j] = visibility(ref_c, dist_u8)
     return out
 
 

@@ -103,7 +103,7 @@ def test_byte_identical_for_any_worker_count(tmp_path):
 def test_chains_replay_from_the_recorded_context(tmp_path):
     """p0/p1 are the recorded chains applied to the recorded context, center kept; ref.png is
     that center. Without a context margin the chains apply to ref.png itself."""
-    from bapps_build.recipes import center, reference_patch
+    from bapps_build.recipes import apply_in_context, center, reference_patch
 
     _, sub = build(tmp_path, "a", n=6, seed=9)
     cache = SourceCache()
@@ -117,7 +117,8 @@ def test_chains_replay_from_the_recorded_context(tmp_path):
         assert np.array_equal(center(context, 8), ref)
         for key in ("p0", "p1"):
             chain = json.loads(json.dumps(r[key]))
-            redone = distortions.to_uint8(center(distortions.apply_chain(context, chain), 8))
+            # on the context, center kept; a chain of pointwise families on the bare patch
+            redone = distortions.to_uint8(apply_in_context(context.astype(np.float32) / 255, chain, 8))
             on_disk = np.asarray(Image.open(sub / key / f"{r['stem']}.png").convert("RGB"))
             assert np.array_equal(redone, on_disk), (r["id"], key)
     _, flat = build(tmp_path, "b", n=4, seed=9, context_margin=0)

@@ -18,7 +18,7 @@ from bapps_build.config import BuildConfig
 from bapps_build.build import run_build
 from bapps_build.files import encode_png, read_jsonl, sha256_bytes
 from bapps_build.layout import subset_dir
-from bapps_build.recipes import center, reference_patch, render
+from bapps_build.recipes import apply_in_context, center, reference_patch, render
 from bapps_build.sources import SourceCache, load_source_image
 from bapps_build.visibility import (THRESHOLD, scielab_map, srgb_to_lab, ssim, visibility,
                                     visibility_parts)
@@ -107,7 +107,8 @@ def check_table():
             vis, one_minus_ssim, de = [], [], []
             for j, ctx in enumerate(contexts):
                 params = fam.sample(generator(1000 + j), severity_to_strength(name, s))
-                dist = distortions.to_uint8(fam.apply(ctx.astype(np.float32) / 255, params))[8:-8, 8:-8]
+                dist = distortions.to_uint8(apply_in_context(ctx.astype(np.float32) / 255,
+                                                             [{"family": name, "params": params}], 8))
                 ref = ctx[8:-8, 8:-8]
                 vis.append(visibility(ref, dist))
                 one_minus_ssim.append(1 - structural_similarity(ref, dist, channel_axis=-1, data_range=255))
