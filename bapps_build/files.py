@@ -142,10 +142,11 @@ def is_own_temp_name(name: str) -> bool:
     return bool(dot and base and pid.isdigit())
 
 
-def remove_partials(folders) -> int:
+def remove_partials(folders, writer_gone=None) -> int:
     """Delete the temp files a killed run of this tool left in folders (not below them); returns
     how many. Only names temp_name makes are touched: never a file this tool did not create.
-    Call it only while holding the folder's lock (locks.py), or it could take a live writer's."""
+    Call it only while holding the folder's lock (locks.py), or it could take a live writer's;
+    writer_gone(pid), when given, must also agree (the pid is the one in the temp's name)."""
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
     n = 0
@@ -155,7 +156,9 @@ def remove_partials(folders) -> int:
         except OSError:
             continue
         for e in entries:
-            if is_own_temp_name(e.name) and e.is_file(follow_symlinks=False):
+            if not (is_own_temp_name(e.name) and e.is_file(follow_symlinks=False)):
+                continue
+            if writer_gone is None or writer_gone(int(e.name[:-len(TEMP_SUFFIX)].rpartition(".")[2])):
                 try:
                     os.unlink(e.path)
                     n += 1

@@ -14,6 +14,7 @@ Records without a margin (older builds) are the patch itself and replay as befor
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Callable, Dict, Sequence, Tuple
 
@@ -29,6 +30,7 @@ from .sources import Source
 STREAMS = {"patch": 0, "p0": 1, "p1": 2}
 
 
+@functools.lru_cache(maxsize=32)
 def stream_domain(task: str, split: str, subset: str) -> Tuple[int, int]:
     """Two 32-bit words naming the build's task, split and subset in the seed streams."""
     digest = hashlib.sha256(f"{task}/{split}/{subset}".encode()).digest()

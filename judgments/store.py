@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bapps_build.files import fsync_dir, jsonl_line, temp_name, write_all
+from bapps_build.files import fsync_dir, jsonl_line, remove_partials, temp_name, write_all
 
 ROWS = "rows.tsv"
 COUNTS = "counts.csv"
@@ -287,20 +287,7 @@ def remove_stale_temps(folders, label_folders=()) -> int:
     whose process is gone. Only names this tool makes are touched, never below a folder, and
     never a live process's (an ingest holds its subsets' locks while it stages and commits).
     Returns how many were removed."""
-    n = 0
-    for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for e in entries:
-            m = _TEMP.match(e.name) if e.name[:1] == "." else None  # a label folder holds 50,000 plain names
-            if m and e.is_file(follow_symlinks=False) and not pid_alive(int(m.group(2))):
-                try:
-                    os.unlink(e.path)
-                    n += 1
-                except OSError:
-                    pass
+    n = remove_partials(folders, writer_gone=lambda pid: not pid_alive(pid))
     for label_folder in label_folders:
         label_folder = Path(label_folder)
         try:
