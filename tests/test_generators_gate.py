@@ -19,21 +19,9 @@ from generators import gate, integration  # noqa: E402
 from generators.bank import Bank, BankError, save_generator_checkpoint, load_generator  # noqa: E402
 from generators.training import train_bank  # noqa: E402
 from test_generators_bank import make_bank, settings, tiny  # noqa: E402
+from test_generators_build import forget_the_cnn_family  # noqa: E402,F401  (autouse: registry left as found)
 
 QUIET = dict(progress=False, log=lambda m: None)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def forget_the_cnn_family():
-    from distortions import registry
-
-    before = registry._FAMILIES.get("cnn")
-    yield
-    if before is None:
-        registry._FAMILIES.pop("cnn", None)
-    else:
-        registry._FAMILIES["cnn"] = before
-    integration._ACTIVE = None
 
 
 def zero_network(bank, name):
