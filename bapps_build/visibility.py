@@ -20,9 +20,9 @@ of the task pages:
 S-CIELAB dE units (SSIM_WEIGHT = 10 puts 1 - SSIM = 0.1 level with 1 dE). Each model alone
 ranks families badly (dE_S lets warps and blur hide behind their small pointwise error, SSIM
 lets color casts hide); a family is called visible when both see it. The geometric form
-was chosen over a sum because it keeps the families' medians within the spec's bounds in
-both classic cross-checks (1 - SSIM and plain CIELAB dE) at once; docs/calibration.md gives
-the numbers and the alternatives tried.
+was chosen over a sum because it keeps the families' medians within the calibration targets
+(each within x5 across families at s = 0.5) in both classic cross-checks (1 - SSIM and plain
+CIELAB dE) at once; docs/calibration.md gives the numbers and the alternatives tried.
 
 Viewing geometry: the task pages show a 64-px patch at 256 CSS px (4x, pixelated); a CSS
 pixel is 0.2646 mm (96 dpi) and the viewer sits at 60 cm, so one patch pixel spans

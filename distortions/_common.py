@@ -124,7 +124,7 @@ def colored_noise(height: int, width: int, channels: int, alpha: float,
                   rng: np.random.Generator) -> np.ndarray:
     """Zero-mean, unit-std Gaussian noise whose amplitude spectrum falls as |f|^(-alpha).
 
-    The convention (distortions.md, "Colored noise"): colors are named by their 1-D meaning
+    The convention (docs/distort.md, "Distortions"): colors are named by their 1-D meaning
     and shape the amplitude spectrum, isotropic in 2-D (radial frequency), so the power
     spectral density falls as |f|^(-2 alpha): pink alpha = 1 (equal power per octave, the
     spectrum of natural images), brown 2, white 0, blue -1, violet -2.

@@ -1,4 +1,4 @@
-"""CNN-based distortions (issue 3): a bank of random-architecture generators, the family `cnn`.
+"""CNN-based distortions: a bank of random-architecture generators, the family `cnn` (docs/generators.md).
 
 One idea per module:
 

@@ -225,7 +225,7 @@ def evaluate(dataset, metrics, subset, batch_size, as_json):
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False), required=True,
               help="The dataset the tasks were made from.")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; keep 127.0.0.1 behind a TLS reverse proxy (README).")
+              help="Address to listen on; keep 127.0.0.1 behind a TLS reverse proxy (docs/crowd.md).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--db", type=click.Path(dir_okay=False), default="study.sqlite", show_default=True,
               help="The study database (SQLite, WAL); the same file again continues the study.")

@@ -1,6 +1,6 @@
 """Readers of crowd results files, each giving the same long table: one judgment per row.
 
-Formats (see shared spec crowd.md):
+Formats (docs/crowd.md, "Ingest"):
 - MTurk batch results CSV, one row per assignment, answers in any of the three shapes seen in
   real exports: plain fields (`Answer.choice1`), flattened Crowd HTML Elements objects
   (`Answer.choice1.label`, or `Answer.choice1.left` = true), or one JSON column

@@ -83,7 +83,7 @@ def test_shards_read_back_with_webdataset_equal_the_tree(labelled_tree, tmp_path
 
 
 def test_dataloader_in_a_few_lines(labelled_tree, tmp_path):
-    """The README's reading recipe, exactly."""
+    """The reading recipe of docs/export.md, exactly."""
     torch = pytest.importorskip("torch")
     import webdataset as wds
 
