@@ -2,7 +2,8 @@
 
     tasks.py      `bapps-build tasks`: images, task records, MTurk / Toloka / generic files
     sentinels.py  obvious trials (sentinels, practice) from the dataset's own patches
-    layouts/      the task pages (2AFC, JND) with ${column} variables
+    layouts/      the task pages (2AFC, JND) with ${column} variables: Jinja2 templates (.html,
+                  .js, .css) in layouts/templates/, shipped as package data
     catalog.py    what an item id means: test example, sentinel, practice
     readers.py    MTurk, Toloka and generic results files -> one long table
     qc.py         rejected assignments, sentinel scores, counts

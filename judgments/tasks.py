@@ -32,7 +32,7 @@ import numpy as np
 from bapps_build.files import decode_png, read_regular_file, sha256_bytes, write_atomic, write_json_atomic
 
 from .catalog import TASKS_DIR, Subset, opaque_id
-from .layouts import fill_template, render_layout, trial_columns
+from .layouts import render_layout, trial_columns
 from .sentinels import PRACTICE_STREAM, SENTINEL_STREAM, make_obvious_trials, sentinel_kinds
 
 PLATFORMS = ("mturk", "toloka", "generic", "serve")  # serve: `bapps-build serve` renders the pages itself
@@ -170,72 +170,42 @@ def image_folders(task: str):
     return ("ref", "p0", "p1") if task == "2afc" else ("p0", "p1")
 
 
-def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
-    """Write every file of a task set for `subset` into `out`; returns the task record."""
+def check_output(subset: Subset, out: Path, s: TaskSettings) -> None:
     check_settings(s, subset.task)
-    out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "tasks.json").exists():
         raise TasksError(f"{out} exists and holds other files; give an empty or new folder with --out")
-    task = subset.task
-    n = len(subset.stems)
-    if n == 0:
+    if not subset.stems:
         raise TasksError(f"{subset.path} has no examples")
+
+
+def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
+    """Write every file of a task set for `subset` into `out`; returns the task record."""
+    out = Path(out)
+    check_output(subset, out, s)
+    task, n = subset.task, len(subset.stems)
     images = ImageFolder(out / "images", s.base_url, "../images/", s.seed)
     items: Dict[str, dict] = {}
     files: Dict[str, Dict[str, str]] = {}  # item id -> folder -> image file name
-
-    # test examples: their pixels, served like every other trial's (served_png)
-    test_ids = []
-    for stem in subset.stems:
-        item = opaque_id(s.name, s.seed, f"test:{subset.rel}/{stem}")
-        items[item] = {"kind": "test", "stem": stem}
-        files[item] = {f: images.add_served(dataset_png(subset.path, f, stem)) for f in image_folders(task)}
-        test_ids.append(item)
-
+    # the order trials are made in is the order their images draw from the salt stream
+    test_ids = add_test_trials(subset, s, items, files, images)
     per_hit = min(s.per_hit, n)
-    n_hits = -(-n // per_hit)
     n_sent = sentinels_per_hit(per_hit, s.sentinel_rate)
     order = np.random.default_rng(np.random.SeedSequence([s.seed, ORDER_STREAM])).permutation(n)
-    hit_tests = [[test_ids[int(i)] for i in order[h * per_hit:(h + 1) * per_hit]] for h in range(n_hits)]
-    # each HIT's sentinels are its own (the last HIT is filled up with extra ones), in the paper's mix
-    hit_kinds = hit_sentinel_kinds(task, [n_sent + per_hit - len(tests) for tests in hit_tests], s.seed)
-    made = make_obvious_trials(subset.path, task, subset.stems, [k for kinds in hit_kinds for k in kinds], s.seed,
-                               SENTINEL_STREAM)
-    sentinel_ids = []
-    for k, trial in enumerate(made):
-        item = opaque_id(s.name, s.seed, f"sentinel:{k}")
-        items[item] = {"kind": "sentinel", "expected": trial["expected"], "recipe": trial["recipe"]}
-        files[item] = {f: images.add_served(trial["images"][f]) for f in image_folders(task)}
-        sentinel_ids.append(item)
-
+    hit_tests = [[test_ids[int(i)] for i in order[h:h + per_hit]] for h in range(0, n, per_hit)]
+    hit_sentinels = add_sentinel_trials(subset, s, [n_sent + per_hit - len(t) for t in hit_tests],
+                                        items, files, images)
     practice_ids = make_practice(subset, s, items, files, images)
-
-    if task == "2afc":  # the side p0 is shown on: one per trial id, in every file that names it
-        side_rng = np.random.default_rng(np.random.SeedSequence([s.seed, SIDE_STREAM]))
-        for item in items:
-            items[item]["p0side"] = "left" if side_rng.random() < 0.5 else "right"
-    hits, used = [], 0
-    for h, tests in enumerate(hit_tests):
-        rng = np.random.default_rng(np.random.SeedSequence([s.seed, ORDER_STREAM, h]))
-        chosen = sentinel_ids[used:used + len(hit_kinds[h])]
-        used += len(chosen)
-        body = tests + chosen
-        body = [body[int(i)] for i in rng.permutation(len(body))]
-        trials = []
-        for item in practice_ids + body:
-            trial = {"item": item}
-            if task == "2afc":
-                trial["p0side"] = items[item]["p0side"]
-            trials.append(trial)
-        hits.append({"hit": h + 1, "trials": trials})
+    if task == "2afc":
+        assign_sides(items, s.seed)
+    hits = compose_hits(task, items, practice_ids, hit_tests, hit_sentinels, s.seed)
 
     record = {
         "format": "bapps-build tasks 1",
         "name": s.name, "task": task, "subset": subset.rel, "dataset": str(subset.path.parent.parent.parent),
         "settings": asdict(s),
         "derived": {"test_trials_per_hit": per_hit, "sentinels_per_hit": n_sent, "practice_per_hit": len(practice_ids),
-                    "trials_per_hit": len(practice_ids) + per_hit + n_sent, "hits": n_hits,
-                    "sentinel_pool": len(sentinel_ids), "examples": n,
+                    "trials_per_hit": len(practice_ids) + per_hit + n_sent, "hits": len(hits),
+                    "sentinel_pool": sum(map(len, hit_sentinels)), "examples": n,
                     "image_bytes": served_size(*dataset_png(subset.path, image_folders(task)[0],
                                                                      subset.stems[0]).shape[:2])},
         "items": items,
@@ -249,6 +219,59 @@ def build_task_set(subset: Subset, out, s: TaskSettings) -> dict:
     write_json_atomic(out / "tasks.json", record)
     (out / "README.txt").write_text(next_steps(record), encoding="utf-8")
     return record
+
+
+def add_test_trials(subset: Subset, s: TaskSettings, items, files, images: ImageFolder) -> List[str]:
+    """One trial per example, its pixels served like every other trial's (served_png)."""
+    ids = []
+    for stem in subset.stems:
+        item = opaque_id(s.name, s.seed, f"test:{subset.rel}/{stem}")
+        items[item] = {"kind": "test", "stem": stem}
+        files[item] = {f: images.add_served(dataset_png(subset.path, f, stem)) for f in image_folders(subset.task)}
+        ids.append(item)
+    return ids
+
+
+def add_sentinel_trials(subset: Subset, s: TaskSettings, counts: List[int], items, files,
+                        images: ImageFolder) -> List[List[str]]:
+    """counts[h] sentinels made for HIT h, in the paper's mix (the last HIT is filled up with
+    extra ones); returns each HIT's sentinel ids."""
+    hit_kinds = hit_sentinel_kinds(subset.task, counts, s.seed)
+    made = make_obvious_trials(subset.path, subset.task, subset.stems, [k for kinds in hit_kinds for k in kinds],
+                               s.seed, SENTINEL_STREAM)
+    ids = []
+    for k, trial in enumerate(made):
+        item = opaque_id(s.name, s.seed, f"sentinel:{k}")
+        items[item] = {"kind": "sentinel", "expected": trial["expected"], "recipe": trial["recipe"]}
+        files[item] = {f: images.add_served(trial["images"][f]) for f in image_folders(subset.task)}
+        ids.append(item)
+    starts = np.cumsum([0] + [len(kinds) for kinds in hit_kinds])
+    return [ids[starts[h]:starts[h + 1]] for h in range(len(hit_kinds))]
+
+
+def assign_sides(items: Dict[str, dict], seed: int) -> None:
+    """2AFC: the side p0 is shown on, one per trial id, the same in every file that names it."""
+    side_rng = np.random.default_rng(np.random.SeedSequence([seed, SIDE_STREAM]))
+    for item in items:
+        items[item]["p0side"] = "left" if side_rng.random() < 0.5 else "right"
+
+
+def compose_hits(task: str, items, practice_ids: List[str], hit_tests: List[List[str]],
+                 hit_sentinels: List[List[str]], seed: int) -> List[dict]:
+    """Each HIT: the practice trials, then its tests and sentinels in an order of its own."""
+    hits = []
+    for h, (tests, sentinels) in enumerate(zip(hit_tests, hit_sentinels)):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, ORDER_STREAM, h]))
+        body = tests + sentinels
+        body = [body[int(i)] for i in rng.permutation(len(body))]
+        trials = []
+        for item in practice_ids + body:
+            trial = {"item": item}
+            if task == "2afc":
+                trial["p0side"] = items[item]["p0side"]
+            trials.append(trial)
+        hits.append({"hit": h + 1, "trials": trials})
+    return hits
 
 
 def hit_sentinel_kinds(task: str, counts: List[int], seed: int) -> List[List[str]]:
@@ -367,8 +390,8 @@ def write_toloka(out: Path, record: dict, images: ImageFolder) -> None:
     (folder / "tasks.tsv").write_text(csv_text(header, main, "\t"), encoding="utf-8")
     (folder / "training.tsv").write_text(csv_text(header, training, "\t"), encoding="utf-8")
     # A one-trial page with Toloka's {{field}} placeholders: a starting point for its HTML editor
-    page = render_layout(task, 1, 0, crowd_form=False)
-    (folder / "layout.html").write_text(fill_template(page, {f"{c}1": "{{" + c + "}}" for c in cols}), encoding="utf-8")
+    page = render_layout(task, 1, 0, crowd_form=False, row={f"{c}1": "{{" + c + "}}" for c in cols})
+    (folder / "layout.html").write_text(page, encoding="utf-8")
 
 
 def write_generic(out: Path, record: dict, images: ImageFolder) -> None:
@@ -386,7 +409,8 @@ def write_generic(out: Path, record: dict, images: ImageFolder) -> None:
     (folder / "layout.html").write_text(layout, encoding="utf-8")
     width = len(str(len(record["hits"])))
     for hit in record["hits"]:
-        page = fill_template(layout, hit_row(record, hit, images))
+        page = render_layout(task, t, record["derived"]["practice_per_hit"], crowd_form=False,
+                             row=hit_row(record, hit, images))
         (folder / f"hit-{hit['hit']:0{max(4, width)}d}.html").write_text(page, encoding="utf-8")
 
 

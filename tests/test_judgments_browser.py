@@ -261,3 +261,42 @@ def test_jnd_page_keeps_timing_and_order(tiny_dataset, served, browser):
         lines[0]["submitted"].replace("Z", "")[:23] + "Z"}
     report = summary["subsets"]["jnd/val/traditional"]
     assert report["timing"]["untimed_rows"] == 0
+
+
+def test_page_with_metacharacters_in_its_values_escapes_them_and_still_works(tiny_dataset, served, browser):
+    """A base URL with '&' (allowed by --base-url), a task-set name with markup, and trial values
+    holding </script>, a tag and quotes: all arrive as text, and the page still runs to the end."""
+    from judgments.layouts import render_layout
+    from judgments.tasks import ImageFolder, hit_row
+
+    www, base = served
+    subset = resolve_subset(tiny_dataset, "2afc/val/traditional")
+    tasks = www / "a&b"
+    base_url = f"{base}/a&b/images"
+    record = build_task_set(subset, tasks, TaskSettings("generic", 1, 3, 0.0, 0, base_url, 0, "<i>\"'&name"))
+    hit_page = (tasks / "generic" / "hit-0001.html").read_text()
+    assert f"{base}/a&amp;b/images/" in hit_page and "/a&b/" not in hit_page and "<i>" not in hit_page
+    hostile = "</script><bapps-evil>\"'&"
+    row = hit_row(record, record["hits"][0], ImageFolder(tasks / "images", base_url, "../images/"))
+    n = record["derived"]["trials_per_hit"]
+    for i in range(1, n + 1):
+        row[f"item{i}"] = f"{hostile}{i}"
+        for k in ("ref", "left", "right"):
+            row[f"{k}{i}"] += "?v=" + hostile  # the server ignores the query: the image still loads
+    (tasks / "hostile.html").write_text(render_layout("2afc", n, 0, crowd_form=False, row=row))
+    for page in ("generic/hit-0001.html", "hostile.html"):
+        browser.goto(f"{base}/a&b/{page}")
+        browser.wait_for("window.bappsReady === true")
+        browser.key("Enter", "Enter", 13, "\r")
+        browser.wait_for("!document.getElementById('stage').hidden")
+        shown = browser.js("['ref','left','right'].map(k => { const im = document.getElementById('img-' + k); "
+                           "return [im.getAttribute('src'), im.complete && im.naturalWidth]; })")
+        assert all(w == 64 for _, w in shown)
+        assert browser.js("document.querySelector('bapps-evil, i') === null")
+        for _ in range(n):
+            browser.key("f", "KeyF", 70)
+        browser.wait_for("!document.getElementById('done').hidden")
+        lines = [json.loads(x) for x in browser.js("window.bappsResults").splitlines()]
+        assert [x["response"] for x in lines] == ["left"] * n
+    assert [s for s, _ in shown] == [row["ref1"], row["left1"], row["right1"]]  # as given, quotes and all
+    assert [x["item"] for x in lines] == [f"{hostile}{i}" for i in range(1, n + 1)]

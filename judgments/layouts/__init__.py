@@ -2,15 +2,18 @@
 
 One page holds a fixed number of trials (practice + test + sentinels of one HIT); the trial
 data sits in `${item3}`-style variables, so the same page serves every row of the input CSV.
-`fill_template` does what MTurk does with a row, for tests and for the generic platform's
-ready-made pages.
+Given a row, `render_layout` fills the page itself (each value HTML-escaped), as the generic
+platform's ready-made pages and `bapps-build serve` need; `fill_template` does what MTurk does
+with a row (raw text substitution), for tests.
 """
 from __future__ import annotations
 
 import re
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
-from .page import render_page
+from markupsafe import Markup
+
+from .page import TASKS, render_page, render_served_page
 
 VARIABLE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
@@ -22,17 +25,35 @@ def trial_columns(task: str, i: int) -> List[str]:
     return [f"item{i}", f"first{i}", f"second{i}"]
 
 
-def render_layout(task: str, n_trials: int, practice: int = 0, crowd_form: bool = True) -> str:
+def page_slots(task: str, n_trials: int, row: Optional[Mapping[str, object]]) -> Dict[str, str]:
+    """Every trial column of the page -> the row's value, or MTurk's ${column} when row is None."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    columns = [c for i in range(1, n_trials + 1) for c in trial_columns(task, i)]
+    if row is None:
+        return {c: Markup("${%s}" % c) for c in columns}
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise KeyError(f"the row has no column(s) {', '.join(missing[:5])} that the page uses")
+    return {c: str(row[c]) for c in columns}
+
+
+def render_layout(task: str, n_trials: int, practice: int = 0, crowd_form: bool = True,
+                  row: Optional[Mapping[str, object]] = None) -> str:
     """The page for n_trials trials (the first `practice` of them announced as practice).
 
     crowd_form: wrap the answers in MTurk's <crowd-form> (loads crowd-html-elements.js from
     assets.crowd.aws); without it the page still works as a plain form (HTMLQuestion /
     ExternalQuestion) and, opened directly, as a standalone page that offers its results as
     JSON Lines in the generic format.
+    row: the trial columns' values for a filled page; None leaves the ${column} variables.
     """
-    if task not in ("2afc", "jnd"):
-        raise ValueError(f"unknown task {task!r}")
-    return render_page(task, n_trials, practice, crowd_form)
+    return render_page(task, n_trials, practice, crowd_form, page_slots(task, n_trials, row))
+
+
+def render_served_layout(task: str, n_trials: int, practice: int, row: Mapping[str, object], config: dict) -> str:
+    """The filled page `bapps-build serve` sends, with the settings of its answer-posting script."""
+    return render_served_page(task, n_trials, practice, page_slots(task, n_trials, row), config)
 
 
 def template_variables(html: str) -> List[str]:

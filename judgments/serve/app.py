@@ -3,7 +3,7 @@
     GET  /                 entry (study URL): identity from PROLIFIC_PID/STUDY_ID/SESSION_ID,
                            ?participant=, or a signed cookie; consent/instructions page
     POST /begin            consent given: take an assignment, go to the task
-    GET  /task             the task page (layouts/page.py) for the trials not yet answered
+    GET  /task             the task page (layouts/templates/served_task_page.html) for the trials not yet answered
     GET  /api/assignment   the same as JSON (for `simulate --serve` and the load test)
     POST /api/answer       one answer: {token, position, item, response, rt_ms, timing}
     GET  /done             completion page: the code, and the redirect of --completion-url
@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(f"bapps-build serve needs Starlette and uvicorn: pip install 'bapps-build[serve]' "
                       f"({exc})") from None
 
-from ..layouts import fill_template, render_layout
+from ..layouts import render_served_layout
 from ..layouts.page import INSTRUCTIONS
 from ..tasks import ImageFolder, trial_row
 from .db import AnswerRefused, Study, load_task_record, valid_id
@@ -51,65 +51,6 @@ SECURITY_HEADERS = [
 DEFAULT_CONSENT = """This study is about how people see small image patches. It takes a few minutes.
 Your answers are stored with a participant id, never with your name. You may stop at any time by
 closing the page. By pressing the button below you agree to take part."""
-
-SERVE_CSS = "#worker-line, #download { display: none !important; } #serve-status { text-align: center; color: #a00; }"
-SERVE_SCRIPT = r"""
-(function () {
-  "use strict";
-  var cfg = JSON.parse(document.getElementById("bapps-serve-config").textContent);
-  var trials = Array.prototype.slice.call(document.querySelectorAll("#trials .trial"));
-  var queue = [], queued = {}, sending = false, failures = 0, stopped = false;
-  window.bappsSaved = 0;
-  function field(el, name) { return el.querySelector("input[name='" + name + el.getAttribute("data-i") + "']"); }
-  function say(text) { var s = document.getElementById("serve-status"); if (s) s.textContent = text; }
-  function collect() {
-    trials.forEach(function (el) {
-      var i = Number(el.getAttribute("data-i")), choice = field(el, "choice");
-      if (!choice || !choice.value || queued[i]) return;
-      queued[i] = true;
-      var rt = field(el, "rt"), timing = field(el, "timing");
-      queue.push({token: cfg.token, position: cfg.offset + i, item: field(el, "item").value, response: choice.value,
-                  rt_ms: rt && rt.value !== "" ? Number(rt.value) : null, timing: timing ? timing.value : ""});
-    });
-    flush();
-  }
-  function retry() {
-    failures += 1;
-    say("Saving your answers... (no connection to the server, trying again)");
-    setTimeout(flush, Math.min(8000, 200 * Math.pow(2, failures)));
-  }
-  function flush() {
-    if (sending || stopped || !queue.length) return;
-    sending = true;
-    fetch(cfg.answer_url, {method: "POST", credentials: "same-origin",
-                           headers: {"Content-Type": "application/json"}, body: JSON.stringify(queue[0])})
-      .then(function (r) { return r.json().then(function (b) { return {ok: r.ok, status: r.status, body: b}; }); })
-      .then(function (res) {
-        sending = false;
-        if (res.ok) {
-          queue.shift(); failures = 0; window.bappsSaved += 1; say("");
-          if (res.body.done) { window.location.replace(cfg.done_url); return; }
-          flush();
-        } else if (res.status >= 500 || res.status === 429) {
-          retry();
-        } else {
-          stopped = true;
-          say((res.body && res.body.error) || ("The server refused an answer (" + res.status + "); reload the page."));
-        }
-      }, function () { sending = false; retry(); });
-  }
-  new MutationObserver(collect).observe(document.getElementById("trials"),
-                                        {attributes: true, subtree: true, attributeFilter: ["value"]});
-  setInterval(collect, 500);
-  var progress = document.getElementById("progress");
-  new MutationObserver(function () {  // "Trial k of n" of the whole HIT after a resume
-    var m = /^Trial (\d+) of (\d+)$/.exec(progress.textContent);
-    if (m && cfg.offset && Number(m[2]) !== cfg.total)
-      progress.textContent = "Trial " + (Number(m[1]) + cfg.offset) + " of " + cfg.total;
-  }).observe(progress, {childList: true, characterData: true, subtree: true});
-})();
-"""
-
 
 class SecurityHeaders:
     """Pure ASGI middleware: the headers every response gets."""
@@ -178,7 +119,6 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
     practice = record["derived"]["practice_per_hit"]
     images = ImageFolder(tasks_dir / "images", None, "images/")
     consent_text = consent_html(consent)
-    layouts = {}
 
     def participant_of(request: Request) -> Optional[str]:
         return study.participant_from_cookie(request.cookies.get(COOKIE, ""))
@@ -239,18 +179,13 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
                                      "left to do. Thank you for coming.</p>")
         trials = a["trials"]
         remaining = trials[a["answered"]:]
-        key = (len(remaining), max(0, practice - a["answered"]))
-        if key not in layouts:
-            layouts[key] = render_layout(task, key[0], key[1], crowd_form=False)
         row = {}
         for i, trial in enumerate(remaining, 1):
             row.update(trial_row(record, trial, i, images))
         config = {"token": a["token"], "offset": a["answered"], "total": len(trials), "answer_url": "api/answer",
                   "done_url": "done"}
-        inject = (f'<p id="serve-status"></p><style>{SERVE_CSS}</style>'
-                  f'<script type="application/json" id="bapps-serve-config">{json.dumps(config)}</script>'
-                  f"<script>{SERVE_SCRIPT}</script>\n</body>")
-        text = fill_template(layouts[key], row).replace("</body>", inject, 1)
+        text = await run_in_threadpool(render_served_layout, task, len(remaining), max(0, practice - a["answered"]),
+                                       row, config)
         return HTMLResponse(text, headers={"Cache-Control": "no-store"})
 
     async def assignment_json(request: Request):
