@@ -8,24 +8,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional
 
 import distortions
 
 from .config import BuildConfig
-from .executors import default_workers, run_units
-from .jobs import BuildError, Job, check_target, holding_lock, open_job, progress_bar, run_job
+from .executors import default_workers
+from .jobs import BuildError, Job, check_target, holding_lock, open_job, plan_chunk_size, run_job
 from .layout import SOURCES, stem, stem_width, subset_dir
 from .recipes import render, sample_recipe
 from .stats import build_difficulty
-from .sources import Source, SourceCache, SourceError, discover_sources, inspect_source, select_sources
+from .sources import Source, SourceCache
+from .split import load_split
 
 __all__ = ["BuildContext", "BuildError", "run_build", "format_report", "prepare"]
-
-MAX_CHUNK = 200
 
 _CACHE: Optional[SourceCache] = None  # decoded sources, one cache per worker process
 
@@ -76,45 +74,11 @@ class BuildContext(Job):
         counts["crop_attempts"] = counts.get("crop_attempts", 0) + recipe["crop"]["attempts"]
 
 
-# ------------------------------------------------------------------ sources
-
-
-def scan_sources(paths: Sequence[str], cfg: BuildConfig, workers: int, progress: bool) -> list:
-    kwargs = dict(min_size=cfg.patch_size, max_pixels=cfg.max_pixels,
-                  flat_threshold=cfg.flat_threshold, val_fraction=cfg.val_fraction)
-    results = []
-    bar = progress_bar(len(paths), "scanning sources", "img", progress and len(paths) > 20)
-    if workers > 1 and len(paths) > 20:
-        run_units(_inspect_unit, (list(paths), kwargs), range(len(paths)), workers=workers,
-                  on_result=lambda r: (results.append(r), bar.update(1)))
-    else:
-        for p in paths:
-            results.append(inspect_source(p, **kwargs))
-            bar.update(1)
-    bar.close()
-    return results
-
-
-def _inspect_unit(context, i, progress):
-    paths, kwargs = context
-    return inspect_source(paths[i], **kwargs)
-
-
 def _digest(items) -> str:
     h = hashlib.sha256()
     for item in items:
         h.update(json.dumps(item, sort_keys=True).encode())
     return h.hexdigest()
-
-
-def no_usable_source_message(split, paths, skipped, other_split, val_fraction) -> str:
-    usable = len(paths) - len(skipped)
-    reasons = Counter(s.reason.split(":")[0] for s in skipped)
-    detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-    return (f"no usable source image for the {split} split: {len(paths)} file(s) found, "
-            f"{len(skipped)} skipped ({detail or 'none'}), {other_split} of {usable} usable belong to the "
-            f"other split (--val-fraction {val_fraction}). Add images with --sources, or change "
-            "--val-fraction (0 puts every image in train, 1 every image in val).")
 
 
 # ------------------------------------------------------------------ the driver
@@ -132,29 +96,25 @@ def prepare(cfg: BuildConfig, out_root, *, workers: int, resume: bool, progress:
     out = subset_dir(out_root, cfg.task, cfg.split, cfg.subset)
     state = check_target(out, resume)
 
-    paths, ignored = discover_sources(cfg.sources)
-    scan = scan_sources(paths, cfg, workers, progress)
-    sources, skipped, other_split = select_sources(scan, cfg.split)
-    if not sources:
-        raise SourceError(no_usable_source_message(cfg.split, paths, skipped, other_split, cfg.val_fraction))
+    split = load_split(cfg.sources, cfg.split, cfg.patch_spec, val_fraction=cfg.val_fraction,
+                       max_pixels=cfg.max_pixels, workers=workers, progress=progress).require()
+    sources, skipped = split.sources, split.skipped
     settings = cfg.settings(families, _digest([s.to_json() for s in sources]))
     plugin_digests = sorted(distortions.loaded_plugin_files().values())
     if plugin_digests:
         settings["plugin_digests"] = plugin_digests
     settings.update(extra_settings or {})
-    if cfg.format == "webdataset":
-        chunk_size = cfg.maxcount  # one chunk, one shard: shard k holds examples of chunk k
-    else:
-        chunk_size = max(10, min(MAX_CHUNK, -(-cfg.n // (max(workers, 1) * 8))))
+    chunk_size = plan_chunk_size(cfg.n, workers, cfg.format, cfg.maxcount)
     side = {SOURCES: {"usable": [s.to_json() for s in sources], "skipped": [s.__dict__ for s in skipped],
-                      "other_split": other_split, "ignored_non_image": ignored}}
+                      "other_split": split.other_split, "ignored_non_image": split.ignored_non_image}}
     width, chunk_size = open_job(out, state, settings, stem_width(cfg.n), chunk_size, cfg.image_folders,
                                  cfg.format, side_files=side)
     ctx = BuildContext(out=str(out), n=cfg.n, task=cfg.task, folders=cfg.image_folders, width=width,
                        chunk_size=chunk_size, fmt=cfg.format, shard_name=f"{cfg.task}-{cfg.split}-{cfg.subset}",
                        cfg=cfg, families=families, sources=sources, plugins=plugins, **(hooks or {}))
-    info = {"files_found": len(paths), "ignored_non_image": ignored, "usable_in_split": len(sources),
-            "other_split": other_split, "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}
+    info = {"files_found": split.files_found, "ignored_non_image": split.ignored_non_image,
+            "usable_in_split": len(sources), "other_split": split.other_split,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}
     return ctx, info
 
 

@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
+from .patch_spec import FLAT_THRESHOLD, MAX_FLAT_ATTEMPTS, PatchSpec
 from .sources import DEFAULT_MAX_PIXELS
 
 TASK_CHOICES = ("2afc", "jnd")
@@ -24,8 +25,8 @@ class BuildConfig:
     seed: int = 0
     patch_size: int = 64
     scale_range: Tuple[float, float] = (0.5, 1.0)
-    flat_threshold: float = 0.015
-    max_flat_attempts: int = 50
+    flat_threshold: float = FLAT_THRESHOLD
+    max_flat_attempts: int = MAX_FLAT_ATTEMPTS
     min_chain: int = 1
     max_chain: Optional[int] = None  # None: 2 for 2afc (single and composed), 1 for jnd
     families: Optional[Tuple[str, ...]] = None  # None: every registered traditional family
@@ -72,6 +73,12 @@ class BuildConfig:
         if self.max_chain is not None:
             return self.max_chain
         return 1 if self.task == "jnd" else 2
+
+    @property
+    def patch_spec(self) -> PatchSpec:
+        """What each example's patch draw needs (recipes.sample_patch)."""
+        return PatchSpec(self.patch_size, tuple(self.scale_range), self.flat_threshold, self.max_flat_attempts,
+                         self.context_margin)
 
     @property
     def image_folders(self):

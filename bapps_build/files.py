@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -22,7 +23,10 @@ import numpy as np
 TEMP_SUFFIX = ".partial"
 
 
-def temp_name(path: Path) -> Path:
+def temp_name(path: Path, with_pid: bool = True) -> Path:
+    """`.<name>.<pid>.partial` beside path: hidden, no image extension, one per process."""
+    if not with_pid:
+        return path.with_name(f".{path.name}{TEMP_SUFFIX}")
     return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
 
 
@@ -55,25 +59,23 @@ def fsync_dir(folder) -> None:
         os.close(fd)
 
 
-def write_atomic(path, data: bytes, durable: bool = False) -> None:
-    """Write a file under its final name only when all of it is written, or raise.
+@contextmanager
+def atomic_path(path, durable: bool = False, pid_in_name: bool = True) -> Iterator[Path]:
+    """The one temp-then-rename of this tool: yields a hidden temp name beside `path` to write
+    (by any writer: os.write, torch.save, ...); when the block ends without an error the temp
+    file replaces `path` whole, and on any error it is removed and `path` is left as it was.
 
     durable: also fsync the file and its folder, for what a resume trusts after a crash (build
     records, part files); images are not fsynced but checked against their checksums instead.
+    pid_in_name=False: the temp name is `.<name>.partial`, for writers whose bytes depend on
+    the file's name (torch.save names the folder inside its zip after it).
     """
     path = Path(path)
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    tmp = temp_name(path, pid_in_name)
     try:
-        write_all(fd, data)
+        yield tmp
         if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink_quietly(tmp)
-        raise
-    os.close(fd)
-    try:
+            _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
@@ -82,19 +84,39 @@ def write_atomic(path, data: bytes, durable: bool = False) -> None:
         fsync_dir(path.parent)
 
 
+def _fsync_file(path) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data: bytes, durable: bool = False) -> None:
+    """Write a file under its final name only when all of it is written, or raise (atomic_path)."""
+    with AtomicFile(path, durable) as f:
+        f.write(data)
+
+
 class AtomicFile:
     """A file written in pieces (a shard, a manifest) that appears under its name only when closed
     without an error: `with AtomicFile(path) as f: f.write(...)`. Every write is checked whole."""
 
     def __init__(self, path, durable: bool = False):
         self.path = Path(path)
-        self.tmp = temp_name(self.path)
         self.durable = durable
         self.fd = None
         self.size = 0
+        self._target = None
 
     def __enter__(self):
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._target = atomic_path(self.path, self.durable)
+        tmp = self._target.__enter__()
+        try:
+            self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except BaseException as exc:
+            self._target.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def write(self, data) -> int:
@@ -104,22 +126,13 @@ class AtomicFile:
 
     def __exit__(self, exc_type, exc, tb):
         fd, self.fd = self.fd, None
-        if exc_type is not None:
-            os.close(fd)
-            _unlink_quietly(self.tmp)
-            return False
         try:
-            if self.durable:
-                os.fsync(fd)
-        except BaseException:
             os.close(fd)
-            _unlink_quietly(self.tmp)
-            raise
-        os.close(fd)
-        os.replace(self.tmp, self.path)
-        if self.durable:
-            fsync_dir(self.path.parent)
-        return False
+        except OSError as close_error:
+            if exc_type is None:  # a close that fails (NFS, quota) fails the file
+                self._target.__exit__(OSError, close_error, close_error.__traceback__)
+                raise
+        return self._target.__exit__(exc_type, exc, tb)
 
 
 def _unlink_quietly(path) -> None:

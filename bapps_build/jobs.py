@@ -37,6 +37,7 @@ from .shards import shard_file_name, write_index, write_shard
 
 CHECK_ON_A_POOL = 50  # chunks to check on --resume from which a process pool is worth its start
 BATCH = 64  # examples made (and inferred, for cnn) together inside a chunk
+MIN_CHUNK, MAX_CHUNK = 10, 200  # examples per chunk (bapps trees)
 
 
 class BuildError(RuntimeError):
@@ -270,6 +271,15 @@ def check_target(out: Path, resume: bool) -> Optional[dict]:
                              "Build into another --out.")
         raise BuildError(f"{out} is not empty and holds no build.json; choose another --out")
     return None
+
+
+def plan_chunk_size(n: int, workers: int, fmt: str, maxcount: int) -> int:
+    """Examples per chunk of a new job: for shards one chunk is one shard (shard k holds the
+    examples of chunk k); for trees about 8 chunks per worker, so a slow chunk does not idle
+    the others, within MIN_CHUNK..MAX_CHUNK."""
+    if fmt == "webdataset":
+        return maxcount
+    return max(MIN_CHUNK, min(MAX_CHUNK, -(-n // (max(workers, 1) * 8))))
 
 
 def open_job(out: Path, state: Optional[dict], settings: dict, width: int, chunk_size: int,

@@ -27,6 +27,16 @@ PARTS = ".parts"
 STEM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # an example's stem: no dots, separators or `..`
 
 
+def image_folders(task: str) -> Tuple[str, ...]:
+    """The image folders of a subset of `task`, the reference's first."""
+    return IMAGE_FOLDERS[task]
+
+
+def reference_folder(task: str) -> str:
+    """Where a subset keeps its undistorted patches (JND: p0 is the reference, shown first)."""
+    return IMAGE_FOLDERS[task][0]
+
+
 def subset_dir(root, task: str, split: str, subset: str) -> Path:
     return Path(root) / task / split / subset
 

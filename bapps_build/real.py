@@ -21,12 +21,13 @@ import numpy as np
 
 from .executors import default_workers
 from .files import sha256_bytes
-from .jobs import BuildError, Job, check_target, holding_lock, open_job, run_job
+from .jobs import BuildError, Job, check_target, holding_lock, open_job, plan_chunk_size, run_job
 from .layout import stem, stem_width, subset_dir
-from .patches import crop_record, extract_patch, flatness, sample_window
+from .patch_spec import FLAT_THRESHOLD, MAX_FLAT_ATTEMPTS, PatchSpec
+from .patches import extract_patch, flatness, sample_window
 from .sources import (IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, Source, SourceCache, SourceError, UnusableSource,
                       read_source)
-from .recipes import stream_rng
+from .recipes import draw_least_flat, stream_rng
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,8 @@ class RealConfig:
     split: str = "val"
     patch_size: int = 64
     scale_range: Tuple[float, float] = (1.0, 1.0)
-    flat_threshold: float = 0.015
-    max_flat_attempts: int = 50
+    flat_threshold: float = FLAT_THRESHOLD
+    max_flat_attempts: int = MAX_FLAT_ATTEMPTS
     max_pixels: int = DEFAULT_MAX_PIXELS
     format: str = "bapps"
     maxcount: int = 2000
@@ -139,6 +140,11 @@ class RealConfig:
         lo, hi = self.scale_range
         if not 0 < lo <= hi or not math.isfinite(hi):
             raise BuildError(f"--scale-range needs 0 < MIN <= MAX, got {lo} {hi}")
+
+    @property
+    def patch_spec(self) -> PatchSpec:
+        """The reference's patch draw (no context: the outputs are cut from the same box)."""
+        return PatchSpec(self.patch_size, tuple(self.scale_range), self.flat_threshold, self.max_flat_attempts)
 
 
 _CACHE: Optional[SourceCache] = None
@@ -158,30 +164,24 @@ class RealJob(Job):
         return [self.make_example(i, cache) for i in indices]
 
     def make_example(self, i: int, cache: SourceCache):
-        cfg = self.cfg
+        cfg, spec = self.cfg, self.cfg.patch_spec
         rng = stream_rng(cfg.seed, i, "patch")
-        best = None
-        for attempt in range(1, cfg.max_flat_attempts + 1):
+
+        def draw():
             image = self.images[int(rng.integers(len(self.images)))]
             picks = rng.choice(len(image.outputs), size=2, replace=False)
-            box = sample_window(rng, image.reference.width, image.reference.height, cfg.patch_size, cfg.scale_range)
-            ref = extract_patch(cache.get(image.reference), box, cfg.patch_size)
-            score = flatness(ref)
-            if best is None or score > best[0]:
-                best = (score, image, picks, box, ref, attempt)
-            if score >= cfg.flat_threshold:
-                break
-        score, image, picks, box, ref, attempt = best
-        crop = crop_record(box, cfg.patch_size, attempt)
-        if score < cfg.flat_threshold:
-            crop["flat_fallback"] = True
+            box = sample_window(rng, image.reference.width, image.reference.height, spec.side, spec.scale_range)
+            ref = extract_patch(cache.get(image.reference), box, spec.side)
+            return flatness(ref), box, (image, picks, box, ref)
+
+        (image, picks, box, ref), crop = draw_least_flat(spec, draw)
         recipe = {"id": i, "stem": stem(i, self.width), "seed": cfg.seed, "task": "2afc", "kind": "real",
                   "source": {"path": image.reference.path, "sha256": image.reference.sha256}, "crop": crop}
         images = {"ref": ref}
         for folder, pick in zip(("p0", "p1"), picks):
             algorithm, output = image.outputs[int(pick)]
             recipe[folder] = {"algorithm": algorithm, "path": output.path, "sha256": output.sha256}
-            images[folder] = extract_patch(cache.get(output), box, cfg.patch_size)
+            images[folder] = extract_patch(cache.get(output), box, spec.side)
         return recipe, images
 
     def tally(self, recipe, counts):
@@ -225,7 +225,7 @@ def run_real(cfg: RealConfig, reference_dir, output_dirs, out_root, *, workers: 
                 "patch_size": cfg.patch_size, "scale_range": list(cfg.scale_range),
                 "flat_threshold": cfg.flat_threshold, "max_flat_attempts": cfg.max_flat_attempts,
                 "format": cfg.format, "maxcount": cfg.maxcount, "sources_digest": digest.hexdigest()}
-    chunk = cfg.maxcount if cfg.format == "webdataset" else max(10, min(200, -(-cfg.n // (workers * 8))))
+    chunk = plan_chunk_size(cfg.n, workers, cfg.format, cfg.maxcount)
     side = {"sources.json": {"matched": [{"stem": im.stem, "reference": im.reference.path,
                                           "algorithms": [a for a, _ in im.outputs]} for im in images],
                              "skipped": problems}}

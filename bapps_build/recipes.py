@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -24,10 +24,12 @@ from distortions import apply_chain, get_family, sample_chain, to_uint8
 from distortions._common import generator
 
 from .config import BuildConfig
+from .patch_spec import PatchSpec
 from .patches import crop_record, extract_patch, flatness, sample_window
 from .sources import Source
 
 STREAMS = {"patch": 0, "p0": 1, "p1": 2}
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=32)
@@ -54,31 +56,40 @@ def center(image: np.ndarray, margin: int) -> np.ndarray:
     return image[margin:image.shape[0] - margin, margin:image.shape[1] - margin]
 
 
-def sample_patch(rng: np.random.Generator, cfg: BuildConfig, sources: Sequence[Source],
-                 load: Callable[[Source], np.ndarray], margin: int = 0) -> Tuple[Source, dict, np.ndarray]:
-    """Draw (source, crop) until the patch is not near-flat; after max_flat_attempts keep
-    the least flat one seen (and the record says how many attempts it took).
-
-    With a margin, the window cut is the patch plus `margin` pixels of context on every
-    side (crop["size"] = patch_size + 2 margin) and what is returned is that context; the
-    flatness test looks at the patch alone."""
-    side = cfg.patch_size + 2 * margin
+def draw_least_flat(spec: PatchSpec, draw: Callable[[], Tuple[float, Sequence[int], T]]) -> Tuple[T, dict]:
+    """Call draw() -> (flatness, crop box, what was drawn) until the patch is not near-flat;
+    after spec.max_flat_attempts keep the least flat one seen. Returns it and its crop
+    record, which says how many attempts it took (and flat_fallback when even it is flat)."""
     best = None
-    for attempt in range(1, cfg.max_flat_attempts + 1):
-        source = sources[int(rng.integers(len(sources)))]
-        box = sample_window(rng, source.width, source.height, side, cfg.scale_range)
-        context = extract_patch(load(source), box, side)
-        score = flatness(center(context, margin))
+    for attempt in range(1, spec.max_flat_attempts + 1):
+        score, box, drawn = draw()
         if best is None or score > best[0]:
-            best = (score, source, box, context, attempt)
-        if score >= cfg.flat_threshold:
+            best = (score, box, drawn, attempt)
+        if score >= spec.flat_threshold:
             break
-    score, source, box, context, attempt = best
-    crop = crop_record(box, side, attempt)
-    if margin:
-        crop["margin"] = int(margin)
-    if score < cfg.flat_threshold:
+    score, box, drawn, attempt = best
+    crop = crop_record(box, spec.side, attempt)
+    if spec.context_margin:
+        crop["margin"] = int(spec.context_margin)
+    if score < spec.flat_threshold:
         crop["flat_fallback"] = True
+    return drawn, crop
+
+
+def sample_patch(rng: np.random.Generator, spec: PatchSpec, sources: Sequence[Source],
+                 load: Callable[[Source], np.ndarray]) -> Tuple[Source, dict, np.ndarray]:
+    """Draw (source, crop) until the patch is not near-flat (draw_least_flat).
+
+    With a context margin, the window cut is the patch plus that many pixels of context on
+    every side (crop["size"] = spec.side) and what is returned is that context; the
+    flatness test looks at the patch alone."""
+    def draw():
+        source = sources[int(rng.integers(len(sources)))]
+        box = sample_window(rng, source.width, source.height, spec.side, spec.scale_range)
+        context = extract_patch(load(source), box, spec.side)
+        return flatness(center(context, spec.context_margin)), box, (source, context)
+
+    (source, context), crop = draw_least_flat(spec, draw)
     return source, crop, context
 
 
@@ -91,8 +102,7 @@ def sample_recipe(index: int, cfg: BuildConfig, families: Sequence[str], sources
     chain_sampler(rng, families, cfg) -> chain defaults to the traditional sampler (the JND
     one for --task jnd); the CNN subsets pass their own.
     """
-    source, crop, context = sample_patch(config_rng(cfg, index, "patch"), cfg, sources, load,
-                                         cfg.context_margin)
+    source, crop, context = sample_patch(config_rng(cfg, index, "patch"), cfg.patch_spec, sources, load)
     recipe = {"id": index, "stem": stem, "seed": cfg.seed, "task": cfg.task,
               "seed_domain": [cfg.task, cfg.split, cfg.subset],
               "source": {"path": source.path, "sha256": source.sha256}, "crop": crop}

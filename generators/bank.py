@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
+from bapps_build.files import atomic_path, write_json_atomic
+
 from .config import DEFAULT_RANGES, config_sha256, network_name, sample_bank_configs, validate_config
 
 BANK_FILE = "bank.json"
@@ -36,13 +38,6 @@ class BankError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     pass
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def sha256_file(path) -> str:
@@ -165,10 +160,8 @@ def save_generator_checkpoint(path, generator, config: Mapping) -> str:
     import torch
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "config_sha256": config_sha256(config)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, pid_in_name=False) as tmp:  # a fixed name: the zip's inner folder is named after it
+        torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "config_sha256": config_sha256(config)}, tmp)
     return sha256_file(path)
 
 

@@ -29,20 +29,15 @@ def _font(size: int):
 
 def preview_patches(count: int, seed: int, sources: Sequence[str] = (), patch_size: int = 64) -> List[np.ndarray]:
     """count uint8 patches, from the sources of both splits, cut as `distort` cuts them."""
-    from bapps_build.config import BuildConfig
-    from bapps_build.recipes import sample_patch
-    from bapps_build.sources import SourceCache, discover_sources, inspect_source, select_sources
+    from bapps_build.patch_spec import PatchSpec
+    from bapps_build.sources import SourceError
+    from bapps_build.split import load_split
 
-    cfg = BuildConfig(n=1, patch_size=patch_size, sources=tuple(sources), val_fraction=0.0)
-    paths, _ = discover_sources(cfg.sources)
-    scan = [inspect_source(p, min_size=patch_size, max_pixels=cfg.max_pixels, flat_threshold=cfg.flat_threshold,
-                           val_fraction=0.0) for p in paths]
-    usable, _, _ = select_sources(scan, "train")
-    if not usable:
-        raise ValueError("no usable source image for the preview patches; give --sources")
-    cache = SourceCache()
-    return [sample_patch(generator(np.random.SeedSequence([seed, k])), cfg, usable, cache.get)[2]
-            for k in range(count)]
+    spec = PatchSpec(patch_size=patch_size)
+    split = load_split(tuple(sources), "train", spec, val_fraction=0.0)  # 0: every image is in train
+    if not split.sources:
+        raise SourceError("no usable source image for the preview patches; give --sources")
+    return [split.patch(generator(np.random.SeedSequence([seed, k])), spec) for k in range(count)]
 
 
 def preview_sheet(bank_path, count: int = 4, seed: int = 0, sources: Sequence[str] = (), zoom: int = 2,

@@ -90,21 +90,13 @@ class TrainingPatches:
     """Patches from the train split of the sources, cut as `distort` cuts them."""
 
     def __init__(self, settings: TrainSettings):
-        from bapps_build.config import BuildConfig
-        from bapps_build.sources import SourceCache, SourceError, discover_sources, inspect_source, select_sources
+        from bapps_build.patch_spec import PatchSpec
+        from bapps_build.split import load_split
 
-        self.cfg = BuildConfig(n=1, patch_size=settings.patch_size, scale_range=tuple(settings.scale_range),
-                               val_fraction=settings.val_fraction, sources=tuple(settings.sources))
-        paths, _ = discover_sources(self.cfg.sources)
-        scan = [inspect_source(p, min_size=self.cfg.patch_size, max_pixels=self.cfg.max_pixels,
-                               flat_threshold=self.cfg.flat_threshold, val_fraction=self.cfg.val_fraction)
-                for p in paths]
-        self.sources, self.skipped, other = select_sources(scan, "train")
-        if not self.sources:
-            raise SourceError(f"no usable training image: {len(paths)} file(s) found, {len(self.skipped)} skipped, "
-                              f"{other} in the val split (--val-fraction {settings.val_fraction}); add images "
-                              "with --sources or lower --val-fraction")
-        self.cache = SourceCache(max_pixels=self.cfg.max_pixels)
+        self.spec = PatchSpec(patch_size=settings.patch_size, scale_range=tuple(settings.scale_range))
+        self.split = load_split(tuple(settings.sources), "train", self.spec,
+                                val_fraction=settings.val_fraction).require()
+        self.sources = self.split.sources
         self.digest = hashlib.sha256("".join(s.sha256 for s in self.sources).encode()).hexdigest()
         self.settings = settings
 
@@ -132,15 +124,13 @@ class TrainingPatches:
 
     def batch(self, config, step: int) -> Tuple[np.ndarray, np.ndarray]:
         """(corrupted inputs, clean targets) of a step, float32 N x H x W x 3 in [0, 1]."""
-        from bapps_build.recipes import sample_patch
-
         inputs, targets = [], []
         for j in range(self.settings.batch_size):
             slot = self._slot(int(config["seed"]), step, j)
             if slot is None:
                 break
             rng, sources = slot
-            _, _, patch = sample_patch(rng, self.cfg, sources, self.cache.get)
+            patch = self.split.patch(rng, self.spec, among=sources)
             clean = patch.astype(np.float32) / np.float32(255.0)
             targets.append(clean)
             inputs.append(apply_corruption(clean, training_corruption(config["corruption"], rng)))

@@ -15,17 +15,13 @@ import numpy as np
 
 import distortions
 from bapps_build.files import read_png
+from bapps_build.layout import reference_folder
 
 LIGHT_SIGMA = 0.02  # barely visible on [0, 1] pixels
 HEAVY_SIGMA = 0.25  # beyond the family's own top severity (0.22): unmistakable
 # JND sentinels of the paper: 32 identical pairs and 8 heavy-noise pairs per 40
 JND_IDENTICAL_SHARE = 0.8
 SENTINEL_STREAM, PRACTICE_STREAM = 1, 2
-
-
-def reference_folder(task: str) -> str:
-    """Where a subset keeps its undistorted patches (JND: p0 is the reference)."""
-    return "ref" if task == "2afc" else "p0"
 
 
 def noised(image_u8: np.ndarray, sigma: float, seed: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from bapps_build.files import decode_png, read_regular_file, sha256_bytes, write_atomic, write_json_atomic
+from bapps_build.layout import image_folders
 
 from .catalog import TASKS_DIR, Subset, opaque_id
 from .layouts import render_layout, trial_columns
@@ -164,10 +165,6 @@ def dataset_png(subset_path: Path, folder: str, stem: str):
         raise TasksError(f"{path} leads outside the dataset (to {target}); tasks publishes only the "
                          "dataset's own files: replace the link with the image itself")
     return decode_png(read_regular_file(path, MAX_IMAGE_BYTES))
-
-
-def image_folders(task: str):
-    return ("ref", "p0", "p1") if task == "2afc" else ("p0", "p1")
 
 
 def check_output(subset: Subset, out: Path, s: TaskSettings) -> None:
