@@ -113,7 +113,7 @@ def find_record(path, example_id: int) -> Optional[dict]:
 @functools.lru_cache(maxsize=1)
 def load_schema() -> dict:
     """The manifest's JSON Schema (draft 2020-12), as shipped in the package."""
-    return json.loads(resources.files("bapps_build").joinpath("schemas", SCHEMA_FILE).read_text("utf-8"))
+    return json.loads((resources.files("bapps_build") / "schemas" / SCHEMA_FILE).read_text("utf-8"))
 
 
 @functools.lru_cache(maxsize=1)
