@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from distortions import describe_chain
 
-from .files import read_jsonl
 from .layout import IMAGE_FOLDERS, MANIFEST
+from .manifest import is_real_side, read_manifest, real_output
 from .replay import read_example_files
 
 
@@ -29,14 +29,14 @@ def select_records(subset_path: Path, count: int, seed: Optional[int] = None, id
         raise FileNotFoundError(f"{manifest} is missing: is the build finished?")
     if ids:
         wanted = set(ids)
-        found = [r for r in read_jsonl(manifest) if r["id"] in wanted]
+        found = [r for r in read_manifest(manifest) if r["id"] in wanted]
         missing = wanted - {r["id"] for r in found}
         if missing:
             raise ValueError(f"no example with id {sorted(missing)[:5]} in {manifest}")
         return found
     if seed is None:
         out = []
-        for r in read_jsonl(manifest):
+        for r in read_manifest(manifest):
             out.append(r)
             if len(out) == count:
                 break
@@ -44,7 +44,7 @@ def select_records(subset_path: Path, count: int, seed: Optional[int] = None, id
     # reservoir sampling: one pass, memory bounded by count
     rng = np.random.default_rng(seed)
     out = []
-    for n, r in enumerate(read_jsonl(manifest)):
+    for n, r in enumerate(read_manifest(manifest)):
         if len(out) < count:
             out.append(r)
         else:
@@ -61,10 +61,10 @@ def _task_of(record: dict) -> str:
 def _label(record: dict, folder: str) -> str:
     if folder == "ref" or (folder == "p0" and _task_of(record) == "jnd"):
         return "reference"
-    entry = record.get(folder)
-    if isinstance(entry, dict) and "algorithm" in entry:  # a real-algorithm output
-        return entry["algorithm"]
-    return describe_chain(entry or [])
+    side = record.get(folder) or []
+    if is_real_side(side):
+        return real_output(side)["algorithm"]
+    return describe_chain(side)
 
 
 def _images(subset_path: Path, record: dict) -> dict:
@@ -124,7 +124,7 @@ def html_sheet(subset_path, records: List[dict], zoom: int = 3) -> str:
         for folder in folders:
             data = stored[folder]
             uri = "data:image/png;base64," + base64.b64encode(data).decode()
-            chain = record.get(folder) if folder != "ref" else None  # a chain, or a real algorithm
+            chain = record.get(folder) if folder != "ref" else None  # its steps (a real side: one step)
             params = html.escape(json.dumps(chain, indent=1)) if chain else ""
             cells.append(
                 f'<td><img src="{uri}" title="{params}"><div class="label">{html.escape(folder)}: '

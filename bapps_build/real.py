@@ -5,7 +5,8 @@ Each reference image is matched by file stem with the outputs of several algorit
 it (one folder per algorithm). Example i draws (from seed and i alone) a reference image,
 two different algorithms (p0 and p1, in a random order) and one crop box, optionally after
 a random rescale, and cuts the same box from all three. The manifest records which
-algorithms and which crop.
+crop and, as p0 and p1, one step each of family "real" naming the algorithm's output
+(manifest.real_step).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .executors import default_workers
 from .files import sha256_bytes
 from .jobs import BuildError, Job, check_target, holding_lock, open_job, plan_chunk_size, run_job
 from .layout import stem, stem_width, subset_dir
+from .manifest import real_output, real_step, upgrade_record
 from .patch_spec import FLAT_THRESHOLD, MAX_FLAT_ATTEMPTS, PatchSpec
 from .patches import extract_patch, flatness, sample_window
 from .sources import (IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS, Source, SourceCache, SourceError, UnusableSource,
@@ -180,22 +182,24 @@ class RealJob(Job):
         images = {"ref": ref}
         for folder, pick in zip(("p0", "p1"), picks):
             algorithm, output = image.outputs[int(pick)]
-            recipe[folder] = {"algorithm": algorithm, "path": output.path, "sha256": output.sha256}
+            recipe[folder] = [real_step(algorithm, output.path, output.sha256)]
             images[folder] = extract_patch(cache.get(output), box, spec.side)
         return recipe, images
 
     def tally(self, recipe, counts):
         use = counts.setdefault("algorithm_use", {})
         for folder in ("p0", "p1"):
-            a = recipe[folder]["algorithm"]
+            a = real_output(recipe[folder])["algorithm"]
             use[a] = use.get(a, 0) + 1
         counts["flat_fallbacks"] = counts.get("flat_fallbacks", 0) + int(recipe["crop"].get("flat_fallback", False))
 
 
 def render_real(recipe: dict, max_pixels: int = 0) -> Dict[str, np.ndarray]:
     """Re-cut a real-algorithm example from its record alone (for replay)."""
+    recipe = upgrade_record(recipe)
     images = {}
-    for folder, entry in (("ref", recipe["source"]), ("p0", recipe["p0"]), ("p1", recipe["p1"])):
+    for folder, entry in (("ref", recipe["source"]), ("p0", real_output(recipe["p0"])),
+                          ("p1", real_output(recipe["p1"]))):
         data, pixels = read_source(entry["path"], max_pixels)
         if sha256_bytes(data) != entry["sha256"]:
             raise UnusableSource(f"{entry['path']} has changed since example {recipe['id']} was made")

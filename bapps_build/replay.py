@@ -9,8 +9,9 @@ import numpy as np
 
 import distortions
 
-from .files import decode_png, encode_png, read_jsonl, sha256_bytes
+from .files import decode_png, encode_png, sha256_bytes
 from .layout import MANIFEST, find_subsets
+from .manifest import find_record as find_in_manifest, upgrade_record
 from .shards import find_sample, is_shard_set
 from .recipes import reference_patch, render
 from .sources import UnusableSource, read_source
@@ -69,22 +70,16 @@ def find_record(subset_path: Path, example_id: int) -> dict:
     manifest = Path(subset_path) / MANIFEST
     if not manifest.exists():
         raise ReplayError(f"{manifest} is missing: is the build finished? (run distort with --resume)")
-    # records are in id order, one per line: look at line `id` first, then search
-    with open(manifest, "r", encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if n == example_id:
-                record = json.loads(line)
-                if record.get("id") == example_id:
-                    return record
-                break
-    for record in read_jsonl(manifest):
-        if record["id"] == example_id:
-            return record
-    raise ReplayError(f"no example with id {example_id} in {manifest}")
+    record = find_in_manifest(manifest, example_id)
+    if record is None:
+        raise ReplayError(f"no example with id {example_id} in {manifest}")
+    return record
 
 
 def replay_record(record: dict, max_pixels: int = 0) -> dict:
-    """The example's images (uint8 by folder) regenerated from the record alone."""
+    """The example's images (uint8 by folder) regenerated from the record alone (of any
+    schema version: it is upgraded first)."""
+    record = upgrade_record(record)
     if record.get("kind") == "real":
         from .real import render_real
 

@@ -39,8 +39,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 from PIL import Image
 
-from .files import read_jsonl
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, find_subsets
+from .manifest import REAL_FAMILY, read_manifest, upgrade_record
 from .shards import INDEX, is_shard_set, read_shard
 from .visibility import THRESHOLD, visibility_parts
 
@@ -95,6 +95,7 @@ def _examples(task: str, path: Path, sample: Optional[int], seed: int):
                         images = {f: _decode(fields[f"{f}.png"], where) for f in folders}
                         lab = _label(fields[f"{label}.npy"], where) if f"{label}.npy" in fields else None
                         recipe = json.loads(fields["json"]).get("recipe") if "json" in fields else None
+                        recipe = upgrade_record(recipe)
                         yield key, images, lab, recipe
                     i += 1
         n = total if chosen is None else len(chosen)
@@ -110,7 +111,7 @@ def _examples(task: str, path: Path, sample: Optional[int], seed: int):
     recipes: Dict[str, dict] = {}
     if (path / MANIFEST).exists():
         wanted = set(stems)
-        recipes = {r["stem"]: r for r in read_jsonl(path / MANIFEST) if r.get("stem") in wanted}
+        recipes = {r["stem"]: r for r in read_manifest(path / MANIFEST) if r.get("stem") in wanted}
     has_label = (path / label).is_dir()
 
     def gen():
@@ -159,8 +160,9 @@ def _families(recipe: Optional[dict], sides) -> List[str]:
     names = []
     for side in sides:
         for step in recipe.get(side) or []:
-            if isinstance(step, dict) and step.get("family") and step["family"] not in names:
-                names.append(step["family"])
+            family = step.get("family") if isinstance(step, dict) else None
+            if family and family != REAL_FAMILY and family not in names:  # families of distortions only
+                names.append(family)
     return names
 
 

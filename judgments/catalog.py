@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from bapps_build.files import read_jsonl
 from bapps_build.layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, STEM_PATTERN, find_subsets
+from bapps_build.manifest import read_manifest
 
 JUDGMENTS_DIR = "judgments"  # beside ref/ p0/ p1/: the LPIPS loader never lists it
 TASKS_DIR = "tasks"
@@ -64,8 +64,8 @@ def subset_stems(path: Path, task: str) -> List[str]:
     manifest = path / MANIFEST
     if manifest.exists():
         stems = []
-        for n, record in enumerate(read_jsonl(manifest), 1):
-            stem = record.get("stem") if isinstance(record, dict) else None
+        for n, record in enumerate(read_manifest(manifest), 1):
+            stem = record.get("stem")
             # a stem becomes a file name (images read, labels written): only a plain name is one
             if not isinstance(stem, str) or not STEM_PATTERN.fullmatch(stem):
                 raise CatalogError(f"{manifest}, record {n}: the stem {str(stem)[:100]!r} is not a plain name "

@@ -13,6 +13,7 @@ import distortions  # noqa: E402
 from bapps_build import BuildConfig, BuildError, run_build  # noqa: E402
 from bapps_build.files import read_jsonl  # noqa: E402
 from bapps_build.layout import subset_dir  # noqa: E402
+from bapps_build.manifest import check_manifest  # noqa: E402
 from bapps_build.recipes import render  # noqa: E402
 from bapps_build.replay import replay_example  # noqa: E402
 from generators import integration  # noqa: E402
@@ -202,6 +203,8 @@ def test_mix_subset_draws_both_kinds(bank_path, tmp_path):
             assert fams == ["cnn"] or (fams and "cnn" not in fams and set(fams) <= {"gaussian_blur", "jpeg"})
             kinds.append(fams == ["cnn"])
     assert 0.25 < np.mean(kinds) < 0.75
+    # cnn and traditional steps side by side follow the manifest's schema
+    assert [(n, p) for n, _, p in check_manifest(sub / "manifest.jsonl") if p] == []
     build = json.loads((sub / "build.json").read_text())["settings"]
     assert build["families"] == ["gaussian_blur", "jpeg", "cnn"] and build["generators"]["cnn_share"] == 0.5
     for i in (0, 5, 11, 23):
@@ -211,6 +214,7 @@ def test_mix_subset_draws_both_kinds(bank_path, tmp_path):
 def test_jnd_cnn_subset(bank_path, tmp_path):
     _, sub = cnn_build(bank_path, tmp_path / "jnd", n=6, task="jnd")
     assert sorted(p.name for p in sub.iterdir() if p.is_dir()) == ["p0", "p1"]
+    assert [(n, p) for n, _, p in check_manifest(sub / "manifest.jsonl") if p] == []
     for i in range(6):
         assert replay_example(sub, i)["ok"]
 

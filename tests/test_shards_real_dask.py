@@ -197,15 +197,19 @@ def test_real_triplets_with_missing_and_mismatched_files(algorithm_outputs, tmp_
     assert report["examples"] == 40 and len(report["sources"]["skipped"]) == len(problems)
     records = list(read_jsonl(sub / MANIFEST))
     for r in records:
-        assert r["p0"]["algorithm"] != r["p1"]["algorithm"]
+        # p0 and p1 are one step each of family "real" (manifest schema 2)
+        [p0], [p1] = r["p0"], r["p1"]
+        assert p0["family"] == p1["family"] == "real" and set(p0) == {"family", "params"}
+        p0, p1 = p0["params"], p1["params"]
+        assert p0["algorithm"] != p1["algorithm"]
         stem = Path(r["source"]["path"]).stem
-        assert r["p0"]["algorithm"] in by_stem[stem] and r["p1"]["algorithm"] in by_stem[stem]
+        assert p0["algorithm"] in by_stem[stem] and p1["algorithm"] in by_stem[stem]
         # the three crops are aligned: the same box of the reference and of the outputs
         x0, y0, x1, y1 = r["crop"]["box"]
         ref_full = np.asarray(Image.open(r["source"]["path"]).convert("RGB"))
         expect = ref_full[y0:y1, x0:x1]
         assert np.array_equal(np.asarray(Image.open(sub / "ref" / f"{r['stem']}.png")), expect)
-        out_full = np.asarray(Image.open(r["p1"]["path"]).convert("RGB"))
+        out_full = np.asarray(Image.open(p1["path"]).convert("RGB"))
         assert np.array_equal(np.asarray(Image.open(sub / "p1" / f"{r['stem']}.png")), out_full[y0:y1, x0:x1])
     assert verify_dataset(tmp_path / "ds")[0]["problems"] == []
     assert replay_example(sub, 17)["ok"]
