@@ -186,7 +186,8 @@ def loss_plan(name: str, config: dict, settings: TrainSettings, vgg=None) -> Los
         raise RuntimeError(f"{name} needs the VGG features (vgg_weight {weights['vgg_weight']:.3g})")
     if not use_vgg:
         weights["vgg_weight"] = 0.0
-    vgg_term = ("used" if use_vgg else "dropped (--no-vgg): trained without it" if vgg_needed else "not used (weight 0)")
+    vgg_term = ("used" if use_vgg else "dropped (--no-vgg): trained without it" if vgg_needed
+                else "not used (weight 0)")
     return LossPlan(weights, use_vgg, vgg_term)
 
 
