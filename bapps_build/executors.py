@@ -12,6 +12,7 @@ unit runs, to the one progress bar of the driver.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -33,10 +34,37 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Each worker is one core's worth of work on small patches: OpenCV's own thread pool inside it
+# would only oversubscribe the cores. Results do not depend on it (OpenCV splits work by rows).
+WORKER_OPENCV_THREADS = 1
+
+
+def _limit_opencv_threads() -> None:
+    """In a worker process (pool or Dask), which runs nothing but units."""
+    import cv2
+
+    cv2.setNumThreads(WORKER_OPENCV_THREADS)
+
+
+@contextlib.contextmanager
+def _opencv_threads_for_the_run():
+    """In the caller's process (one worker): the workers' OpenCV thread count while the units run,
+    the caller's own afterwards (a notebook that builds keeps its OpenCV setting)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(WORKER_OPENCV_THREADS)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def _init_worker(setup: Optional[Callable], context, progress_queue) -> None:
     global _CONTEXT, _PROGRESS
     _CONTEXT = context
     _PROGRESS = progress_queue
+    _limit_opencv_threads()
     if setup is not None:
         _setup_once(setup, context)
     import gc
@@ -109,12 +137,13 @@ def run_local(fn, context, units, *, workers, on_result, on_progress=lambda n: N
         if setup is not None:
             _setup_once(setup, context)
         try:
-            for u in units:
-                try:
-                    result = _call(fn, context, u, on_progress)
-                except WorkError as exc:
-                    raise _name_failure(exc, u, unit_name) from exc
-                on_result(result)
+            with _opencv_threads_for_the_run():
+                for u in units:
+                    try:
+                        result = _call(fn, context, u, on_progress)
+                    except WorkError as exc:
+                        raise _name_failure(exc, u, unit_name) from exc
+                    on_result(result)
         finally:
             _SETUP_ERROR = None
         return
@@ -172,6 +201,7 @@ def _dask_unit(fn, context, token, setup, topic, unit):
 
     worker = get_worker()
     if token not in _SET_UP:
+        _limit_opencv_threads()
         if setup is not None:
             try:
                 setup(context)

@@ -440,22 +440,7 @@ def export_to_tree(source, target, *, stored_size: Optional[int] = None, workers
     sets = _find_shard_sets(source)
     if not sets:
         raise BuildError(f"{source} holds no shard set (a folder with {INDEX}, as export and distort write)")
-    planned = []
-    for folder in sets:
-        index = _read_index(folder)
-        task = index.get("task", "2afc")
-        split, subset = index.get("split"), index.get("subset")
-        if not split or not subset:  # distort's shard sets sit at <task>/<split>/<subset>/
-            split = _check_name(folder.parent.name, "split (the folder's parent)", folder)
-            subset = _check_name(folder.name, "subset (the folder's name)", folder)
-        out = _under(target, task, split, subset)
-        for other in planned:
-            if other[1] == out:
-                raise ExportError(f"{folder} and {other[0]} would both be written to {out}; export them separately")
-        for shard in index["shards"]:
-            if not (folder / shard["file"]).is_file():
-                raise ExportError(f"{folder / shard['file']} is listed in {folder / INDEX} but missing")
-        planned.append((folder, out, task, index))
+    planned = _plan_tree_export(sets, target)
     with _locked([out for _, out, _, _ in planned]):
         jobs, plan = [], []
         for folder, out, task, index in planned:
@@ -491,3 +476,25 @@ def export_to_tree(source, target, *, stored_size: Optional[int] = None, workers
     seconds = time.time() - started
     return {"subsets": summary, "examples": total, "seconds": round(seconds, 3),
             "rate_per_second": round(total / seconds, 1) if seconds > 0 else None}
+
+
+def _plan_tree_export(sets, target: Path) -> list:
+    """(shard set folder, subset folder it goes to, task, index) of each shard set, checked: its
+    shards all there, no two sets to the same subset."""
+    planned = []
+    for folder in sets:
+        index = _read_index(folder)
+        task = index.get("task", "2afc")
+        split, subset = index.get("split"), index.get("subset")
+        if not split or not subset:  # distort's shard sets sit at <task>/<split>/<subset>/
+            split = _check_name(folder.parent.name, "split (the folder's parent)", folder)
+            subset = _check_name(folder.name, "subset (the folder's name)", folder)
+        out = _under(target, task, split, subset)
+        for other in planned:
+            if other[1] == out:
+                raise ExportError(f"{folder} and {other[0]} would both be written to {out}; export them separately")
+        for shard in index["shards"]:
+            if not (folder / shard["file"]).is_file():
+                raise ExportError(f"{folder / shard['file']} is listed in {folder / INDEX} but missing")
+        planned.append((folder, out, task, index))
+    return planned

@@ -333,15 +333,7 @@ def run_job(job: Job, *, workers: Optional[int], executor: str = "local", schedu
     state = json.loads((out / BUILD).read_text())
     if state.get("complete") and (out / MANIFEST).exists():
         return _already_complete(job, log)
-    pending, redone = [], []
-    problems = check_chunks(job, workers)
-    for k in range(job.n_chunks):
-        problem = problems.get(k, "not made")
-        if problem is not None:
-            pending.append(k)
-            if problem != "not made":
-                redone.append(f"chunk {k} (examples {job.chunk_range(k).start}-{job.chunk_range(k).stop - 1}): "
-                              f"{problem}")
+    pending, redone = _pending_chunks(job, workers)
     already = job.n - sum(len(job.chunk_range(k)) for k in pending)
     if resume and (already or redone):
         log(f"resuming: {already} of {job.n} examples were already made and checked"
@@ -350,29 +342,8 @@ def run_job(job: Job, *, workers: Optional[int], executor: str = "local", schedu
             log(f"  redoing {line}")
         if len(redone) > 5:
             log(f"  ... and {len(redone) - 5} more chunk(s) to redo")
-    bar = progress_bar(job.n, desc, "ex", progress, initial=already)
-    work_started = time.time()
-
-    def advance(n):
-        bar.update(max(0, min(n, job.n - bar.n)))  # a unit redone after a lost worker counts once
-
-    try:
-        run_units(build_chunk, job, pending, workers=workers, on_result=lambda st: None, on_progress=advance,
-                  setup=_setup, executor=executor, scheduler=scheduler, unit_name=functools.partial(_chunk_name, job))
-    except KeyboardInterrupt:
-        bar.close()
-        raise BuildError(f"interrupted; everything written so far is kept. Run the same command with "
-                         f"--resume to finish {out}.") from None
-    except Exception as exc:
-        bar.close()
-        if isinstance(exc, BuildError):
-            raise
-        raise BuildError(f"the build stopped: {describe_failure(exc)}. Everything written so far is kept "
-                         f"(an unfinished chunk is redone); fix the cause and run the same command with "
-                         f"--resume.") from exc
-    advance(job.n)
-    bar.close()
-    work_seconds = time.time() - work_started
+    work_seconds = _run_chunks(job, pending, already, workers=workers, executor=executor, scheduler=scheduler,
+                               progress=progress, desc=desc)
     remove_partials(own_folders)  # a worker lost mid-write (its unit was redone) leaves a temp file behind
     lock = _LOCKS.get(str(out.absolute()))
     if lock is not None:
@@ -389,6 +360,49 @@ def run_job(job: Job, *, workers: Optional[int], executor: str = "local", schedu
     write_json_atomic(out / BUILD, state, durable=True)
     shutil.rmtree(out / PARTS, ignore_errors=True)  # the manifest holds it all now
     return report
+
+
+def _pending_chunks(job: Job, workers: int) -> Tuple[List[int], List[str]]:
+    """(the chunks to make, why each one made before is made again)."""
+    pending, redone = [], []
+    problems = check_chunks(job, workers)
+    for k in range(job.n_chunks):
+        problem = problems.get(k, "not made")
+        if problem is not None:
+            pending.append(k)
+            if problem != "not made":
+                redone.append(f"chunk {k} (examples {job.chunk_range(k).start}-{job.chunk_range(k).stop - 1}): "
+                              f"{problem}")
+    return pending, redone
+
+
+def _run_chunks(job: Job, pending: List[int], already: int, *, workers: int, executor: str,
+                scheduler: Optional[str], progress: bool, desc: str) -> float:
+    """Make the pending chunks on the executor; returns the seconds it took. A failure or an
+    interruption becomes a BuildError that says how to resume."""
+    bar = progress_bar(job.n, desc, "ex", progress, initial=already)
+    work_started = time.time()
+
+    def advance(n):
+        bar.update(max(0, min(n, job.n - bar.n)))  # a unit redone after a lost worker counts once
+
+    try:
+        run_units(build_chunk, job, pending, workers=workers, on_result=lambda st: None, on_progress=advance,
+                  setup=_setup, executor=executor, scheduler=scheduler, unit_name=functools.partial(_chunk_name, job))
+    except KeyboardInterrupt:
+        bar.close()
+        raise BuildError(f"interrupted; everything written so far is kept. Run the same command with "
+                         f"--resume to finish {Path(job.out)}.") from None
+    except Exception as exc:
+        bar.close()
+        if isinstance(exc, BuildError):
+            raise
+        raise BuildError(f"the build stopped: {describe_failure(exc)}. Everything written so far is kept "
+                         f"(an unfinished chunk is redone); fix the cause and run the same command with "
+                         f"--resume.") from exc
+    advance(job.n)
+    bar.close()
+    return time.time() - work_started
 
 
 def _check_unit(job: Job, k: int, progress) -> tuple:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 from PIL import Image
@@ -183,85 +183,115 @@ def profile_subset(task: str, path, *, sample: Optional[int] = None, seed: int =
     from .jobs import progress_bar
 
     bar = progress_bar(n, desc or str(path), "ex", progress)
-    fam: Dict[str, List[float]] = {}
-    with_manifest = 0
-    if task == "2afc":
-        vis = {"p0": [], "p1": []}
-        scielab, ssims = [], []
-        ratios, identical, agree = [], 0, []
-        human, l2_score, ssim_score = [], [], []
-        for stem, images, h, recipe in examples:
-            _same_shape(images, stem, path)
-            ref = images["ref"]
-            l2, dssim = {}, {}
-            for side in ("p0", "p1"):
-                parts = visibility_parts(ref, images[side])
-                vis[side].append(parts["visibility"])
-                scielab.append(parts["scielab"])
-                ssims.append(parts["ssim"])
-                diff = ref.astype(np.float64) - images[side].astype(np.float64)
-                l2[side] = float(np.mean((diff / 255.0) ** 2))
-                dssim[side] = 1.0 - parts["ssim"]
-                if recipe is not None:
-                    for name in _families(recipe, (side,)):
-                        fam.setdefault(name, []).append(parts["visibility"])
-            with_manifest += recipe is not None
-            v0, v1 = vis["p0"][-1], vis["p1"][-1]
-            if min(v0, v1) > 0:
-                ratios.append(max(v0, v1) / min(v0, v1))
-            else:
-                identical += 1
-            pl2, pssim = _pick(l2["p0"], l2["p1"]), _pick(dssim["p0"], dssim["p1"])
-            agree.append(pl2 == pssim)
-            if h is not None:
-                human.append(h * h + (1 - h) * (1 - h))
-                l2_score.append(_score(pl2, h))
-                ssim_score.append(_score(pssim, h))
-            bar.update(1)
-        bar.close()
+    profile = TwoAFCProfile() if task == "2afc" else JNDProfile()
+    for stem, images, label, recipe in examples:
+        _same_shape(images, stem, path)
+        profile.add(images, label, recipe)
+        bar.update(1)
+    bar.close()
+    out = {"task": task, "path": str(path), "examples": total, **profile.result(),
+           "threshold": THRESHOLD, "manifest": profile.with_manifest > 0}
+    if profile.with_manifest:
+        out["families"] = {k: {"use": len(v), "median_visibility": _median(v)}
+                           for k, v in sorted(profile.families.items(), key=lambda kv: (-len(kv[1]), kv[0]))}
+    return out
+
+
+class _Profile:
+    """What every task's profile keeps: the visibility of each family's sides or pairs."""
+
+    def __init__(self):
+        self.families: Dict[str, List[float]] = {}
+        self.with_manifest = 0  # examples whose recipe (manifest) is known
+
+    def _count_families(self, recipe: dict, sides, visibility: float) -> None:
+        for name in _families(recipe, sides):
+            self.families.setdefault(name, []).append(visibility)
+
+
+class TwoAFCProfile(_Profile):
+    """Per triplet: each side's visibility against ref, their ratio, L2 and SSIM's picks, the people's."""
+
+    def __init__(self):
+        super().__init__()
+        self.vis = {"p0": [], "p1": []}
+        self.scielab, self.ssims = [], []
+        self.ratios, self.identical, self.agree = [], 0, []
+        self.human, self.l2_score, self.ssim_score = [], [], []
+
+    def add(self, images: dict, h: Optional[float], recipe: Optional[dict]) -> None:
+        ref = images["ref"]
+        l2, dssim = {}, {}
+        for side in ("p0", "p1"):
+            parts = visibility_parts(ref, images[side])
+            self.vis[side].append(parts["visibility"])
+            self.scielab.append(parts["scielab"])
+            self.ssims.append(parts["ssim"])
+            diff = ref.astype(np.float64) - images[side].astype(np.float64)
+            l2[side] = float(np.mean((diff / 255.0) ** 2))
+            dssim[side] = 1.0 - parts["ssim"]
+            if recipe is not None:
+                self._count_families(recipe, (side,), parts["visibility"])
+        self.with_manifest += recipe is not None
+        v0, v1 = self.vis["p0"][-1], self.vis["p1"][-1]
+        if min(v0, v1) > 0:
+            self.ratios.append(max(v0, v1) / min(v0, v1))
+        else:
+            self.identical += 1
+        pl2, pssim = _pick(l2["p0"], l2["p1"]), _pick(dssim["p0"], dssim["p1"])
+        self.agree.append(pl2 == pssim)
+        if h is not None:
+            self.human.append(h * h + (1 - h) * (1 - h))
+            self.l2_score.append(_score(pl2, h))
+            self.ssim_score.append(_score(pssim, h))
+
+    def result(self) -> dict:
+        vis = self.vis
         both = vis["p0"] + vis["p1"]
-        out = {"task": task, "path": str(path), "examples": total, "measured": len(vis["p0"]),
-               "sides": {"median_visibility": _median(both), "median_scielab": _median(scielab),
-                         "median_ssim": _median(ssims), "visibility_quantiles": _quantiles(both)},
+        out = {"measured": len(vis["p0"]),
+               "sides": {"median_visibility": _median(both), "median_scielab": _median(self.scielab),
+                         "median_ssim": _median(self.ssims), "visibility_quantiles": _quantiles(both)},
                "near_identical": {"p0": _share([v < THRESHOLD for v in vis["p0"]]),
                                   "p1": _share([v < THRESHOLD for v in vis["p1"]]),
                                   "all_sides": _share([v < THRESHOLD for v in both])},
-               "ratio": {"quantiles": _quantiles(ratios), "below_1.5": _share([r < HARD_RATIO for r in ratios]),
-                         "identical_side": identical},
-               "l2_ssim_agreement": _share(agree)}
-        if human:
-            out["judged"] = {"examples": len(human), "human": _share(human), "l2": _share(l2_score),
-                             "ssim": _share(ssim_score)}
-    else:
-        vis, scielab, ssims, same, agree = [], [], [], [], []
-        for stem, images, s, recipe in examples:
-            _same_shape(images, stem, path)
-            parts = visibility_parts(images["p0"], images["p1"])
-            vis.append(parts["visibility"])
-            scielab.append(parts["scielab"])
-            ssims.append(parts["ssim"])
-            if recipe is not None:
-                with_manifest += 1
-                for name in _families(recipe, ("p0", "p1")):
-                    fam.setdefault(name, []).append(parts["visibility"])
-            if s is not None:
-                same.append(s)
-                agree.append((parts["visibility"] < THRESHOLD) == (s > 0.5))
-            bar.update(1)
-        bar.close()
-        out = {"task": task, "path": str(path), "examples": total, "measured": len(vis),
-               "pairs": {"median_visibility": _median(vis), "median_scielab": _median(scielab),
-                         "median_ssim": _median(ssims), "visibility_quantiles": _quantiles(vis)},
+               "ratio": {"quantiles": _quantiles(self.ratios),
+                         "below_1.5": _share([r < HARD_RATIO for r in self.ratios]), "identical_side": self.identical},
+               "l2_ssim_agreement": _share(self.agree)}
+        if self.human:
+            out["judged"] = {"examples": len(self.human), "human": _share(self.human), "l2": _share(self.l2_score),
+                             "ssim": _share(self.ssim_score)}
+        return out
+
+
+class JNDProfile(_Profile):
+    """Per pair: the visibility between p0 and p1, and the people's "same" fraction."""
+
+    def __init__(self):
+        super().__init__()
+        self.vis, self.scielab, self.ssims, self.same, self.agree = [], [], [], [], []
+
+    def add(self, images: dict, s: Optional[float], recipe: Optional[dict]) -> None:
+        parts = visibility_parts(images["p0"], images["p1"])
+        self.vis.append(parts["visibility"])
+        self.scielab.append(parts["scielab"])
+        self.ssims.append(parts["ssim"])
+        if recipe is not None:
+            self.with_manifest += 1
+            self._count_families(recipe, ("p0", "p1"), parts["visibility"])
+        if s is not None:
+            self.same.append(s)
+            self.agree.append((parts["visibility"] < THRESHOLD) == (s > 0.5))
+
+    def result(self) -> dict:
+        vis = self.vis
+        out = {"measured": len(vis),
+               "pairs": {"median_visibility": _median(vis), "median_scielab": _median(self.scielab),
+                         "median_ssim": _median(self.ssims), "visibility_quantiles": _quantiles(vis)},
                "below_threshold": _share([v < THRESHOLD for v in vis])}
-        if same:
-            out["judged"] = {"examples": len(same), "mean_same": _share(same),
-                             "threshold_agrees_with_majority": _share(agree)}
-    out["threshold"] = THRESHOLD
-    out["manifest"] = with_manifest > 0
-    if with_manifest:
-        out["families"] = {k: {"use": len(v), "median_visibility": _median(v)}
-                           for k, v in sorted(fam.items(), key=lambda kv: (-len(kv[1]), kv[0]))}
-    return out
+        if self.same:
+            out["judged"] = {"examples": len(self.same), "mean_same": _share(self.same),
+                             "threshold_agrees_with_majority": _share(self.agree)}
+        return out
 
 
 def profile_dataset(root, *, sample: Optional[int] = None, seed: int = 0, progress: bool = False,

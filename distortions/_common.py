@@ -7,8 +7,8 @@ import math
 import cv2
 import numpy as np
 
-# The families run inside worker processes that already use every core.
-cv2.setNumThreads(1)
+# OpenCV's thread count is not set here: importing the families must not change it for the
+# importing program. The executors (bapps_build/executors.py) set it where workers start.
 
 SEED_MAX = 2**31 - 1  # seeds are plain JSON integers
 BORDER = cv2.BORDER_REFLECT_101  # "borders reflected" (the edge pixel is not repeated)

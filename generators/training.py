@@ -23,10 +23,12 @@ the data of step s is a function of s alone, so on the same machine and device t
 equals that of an uninterrupted run. If the training settings changed since that state
 was saved, the network restarts from step 0.
 
-Divergence: a loss that is NaN or infinite (or any error inside one network's training)
-marks that network failed with the reason; the others go on. On CUDA the networks run in
-mixed precision (bfloat16 where supported, else float16 with a gradient scaler) and
-channels_last.
+Divergence: a loss that is NaN or infinite marks that network failed with the reason; the
+others go on. Any other error inside a network's training is a bug: it stops the run and
+shows itself, and the network, neither done nor failed, is resumed by the next run.
+
+On CUDA the networks run in mixed precision (bfloat16 where supported, else float16 with a
+gradient scaler) and channels_last.
 """
 from __future__ import annotations
 
@@ -157,17 +159,16 @@ def _finite(*values) -> bool:
     return all(math.isfinite(float(v.detach() if hasattr(v, "detach") else v)) for v in values)
 
 
-def train_network(bank: Bank, name: str, settings: TrainSettings, patches: TrainingPatches, device: str,
-                  vgg=None, progress: bool = False, on_step: Optional[Callable[[int], None]] = None,
-                  log: Callable[[str], None] = print) -> dict:
-    """Train one network to the end (resuming its periodic state); returns its final status.
+@dataclass(frozen=True)
+class LossPlan:
+    """The loss one network trains with: its config's weights, less the VGG term under --no-vgg."""
 
-    Raises Diverged on a non-finite loss (the caller marks the network failed).
-    """
-    from .discriminator import build_discriminator
-    from .networks import build_generator
+    weights: dict
+    use_vgg: bool
+    vgg_term: str  # for the status: used, dropped (--no-vgg) or not used (weight 0)
 
-    config = bank.config(name)
+
+def loss_plan(name: str, config: dict, settings: TrainSettings, vgg=None) -> LossPlan:
     weights = dict(config["loss"])
     vgg_needed = weights["vgg_weight"] > 0
     use_vgg = vgg_needed and not settings.no_vgg
@@ -175,127 +176,173 @@ def train_network(bank: Bank, name: str, settings: TrainSettings, patches: Train
         raise RuntimeError(f"{name} needs the VGG features (vgg_weight {weights['vgg_weight']:.3g})")
     if not use_vgg:
         weights["vgg_weight"] = 0.0
+    vgg_term = ("used" if use_vgg else "dropped (--no-vgg): trained without it" if vgg_needed
+                else "not used (weight 0)")
+    return LossPlan(weights, use_vgg, vgg_term)
+
+
+class NetworkTrainer:
+    """One network's generator and discriminator, their optimizers and mixed precision, and the
+    two optimizer steps of a batch. On CUDA: channels_last, bfloat16 where supported, else
+    float16 with a gradient scaler; on the CPU: float32."""
+
+    def __init__(self, config: dict, plan: LossPlan, device: str, vgg=None):
+        from .discriminator import build_discriminator
+        from .networks import build_generator
+
+        self.plan, self.device, self.vgg = plan, device, vgg
+        self.cuda = device.startswith("cuda")
+        torch.manual_seed(int(config["seed"]))  # the initial weights
+        self.gen = build_generator(config).to(device)
+        disc = build_discriminator(config)  # built even when unused: it draws from the seeded RNG
+        disc = disc.to(device) if disc is not None else None
+        self.disc = None if plan.weights["adversarial_weight"] == 0 else disc
+        if self.cuda:
+            self.gen = self.gen.to(memory_format=torch.channels_last)
+            if self.disc is not None:
+                self.disc = self.disc.to(memory_format=torch.channels_last)
+        lr = float(plan.weights["learning_rate"])
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.opt_d = (torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.999))
+                      if self.disc is not None else None)
+        self.amp_dtype = ((torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+                          if self.cuda else None)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp_dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.cuda else torch.autocast("cpu", enabled=False)
+
+    def train_mode(self) -> None:
+        self.gen.train()
+        if self.disc is not None:
+            self.disc.train()
+
+    def step(self, x_np: np.ndarray, y_np: np.ndarray, step: int) -> float:
+        """One batch: the discriminator's step, then the generator's; returns the batch's L1."""
+        x, y = to_tensor(x_np, self.device, self.cuda), to_tensor(y_np, self.device, self.cuda)
+        with self.autocast():
+            out = self.gen(x)
+        out = out.float()
+        if self.disc is not None:
+            self._discriminator_step(x, y, out, step)
+        loss, l1 = self._generator_loss(x, y, out, step)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        return float(l1.detach())
+
+    def _discriminator_step(self, x, y, out, step: int) -> None:
+        """LSGAN: real pairs towards 1, generated ones (not back-propagated into G) towards 0."""
+        with self.autocast():
+            real, fake = self.disc(x, y).float(), self.disc(x, out.detach()).float()
+        d_loss = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
+        if not _finite(d_loss):
+            raise Diverged(f"the discriminator loss became {float(d_loss.detach())} at step {step}")
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(d_loss).backward()
+        self.scaler.step(self.opt_d)
+
+    def _generator_loss(self, x, y, out, step: int):
+        """(the weighted loss of G, its L1 term); Diverged when the loss is not finite."""
+        weights = self.plan.weights
+        l1 = F.l1_loss(out, y)
+        loss = weights["l1_weight"] * l1
+        vgg_loss = adv = torch.zeros((), device=self.device)
+        if self.plan.use_vgg:
+            from .vgg import perceptual_loss
+
+            with self.autocast():
+                vgg_loss = perceptual_loss(self.vgg, out, y).float()
+            loss = loss + weights["vgg_weight"] * vgg_loss
+        if self.disc is not None:
+            self.disc.requires_grad_(False)  # G's step must not move D
+            with self.autocast():
+                score = self.disc(x, out).float()
+            self.disc.requires_grad_(True)
+            adv = F.mse_loss(score, torch.ones_like(score))
+            loss = loss + weights["adversarial_weight"] * adv
+        if not _finite(loss):
+            raise Diverged(f"the loss became {float(loss.detach())} at step {step} (l1 {float(l1.detach()):.4g}, "
+                           f"vgg {float(vgg_loss.detach()):.4g}, adversarial {float(adv.detach()):.4g})")
+        return loss, l1
+
+    def state(self) -> dict:
+        """Weights, optimizers and RNGs: what a resumed run needs to continue bit for bit."""
+        state = {"generator": _cpu_state(self.gen), "opt_g": self.opt_g.state_dict(),
+                 "torch_rng": torch.get_rng_state()}
+        if self.disc is not None:
+            state.update(discriminator=_cpu_state(self.disc), opt_d=self.opt_d.state_dict())
+        if self.cuda:
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state(self, state: dict) -> None:
+        self.gen.load_state_dict(state["generator"])
+        if self.disc is not None:
+            self.disc.load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.cuda and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+
+    def final_generator(self):
+        """The trained generator on the CPU, in eval mode; Diverged if a weight is not finite."""
+        bad = [k for k, v in self.gen.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise Diverged(f"non-finite weights after training ({', '.join(bad[:3])})")
+        self.gen.eval()
+        return self.gen.to("cpu").to(memory_format=torch.contiguous_format)
+
+
+def save_resume_state(path, trainer: NetworkTrainer, step: int, digest: str, history: Sequence[float]) -> None:
+    state = {"format": CHECKPOINT_FORMAT + "+resume", "step": step, "settings_digest": digest,
+             **trainer.state(), "l1_history": list(history)}
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_resume_state(path, trainer: NetworkTrainer, digest: str) -> Optional[Tuple[int, list]]:
+    """(step, L1 history) of the saved state, loaded into the trainer; None when there is none,
+    or when it was saved under other training settings (the network then starts again)."""
+    if not path.exists():
+        return None
+    state = load_checkpoint_file(path)
+    if state.get("settings_digest") != digest:
+        return None
+    trainer.load_state(state)
+    return int(state["step"]), [float(v) for v in state["l1_history"]]
+
+
+def train_network(bank: Bank, name: str, settings: TrainSettings, patches: TrainingPatches, device: str,
+                  vgg=None, progress: bool = False, on_step: Optional[Callable[[int], None]] = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Train one network to the end (resuming its periodic state); returns its final status.
+
+    Raises Diverged on a non-finite loss (the caller marks the network failed); any other
+    exception leaves the network in state training, resumable from its last saved state.
+    """
+    config = bank.config(name)
+    plan = loss_plan(name, config, settings, vgg)
     total = patches.steps_total()
-    digest = settings_digest(settings, patches, device, use_vgg)
-    cuda = device.startswith("cuda")
-
-    torch.manual_seed(int(config["seed"]))
-    gen = build_generator(config).to(device)
-    disc = build_discriminator(config)
-    disc = disc.to(device) if disc is not None else None
-    if weights["adversarial_weight"] == 0:
-        disc = None
-    if cuda:
-        gen = gen.to(memory_format=torch.channels_last)
-        disc = disc.to(memory_format=torch.channels_last) if disc is not None else None
-    lr = float(weights["learning_rate"])
-    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999)) if disc is not None else None
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
-
+    digest = settings_digest(settings, patches, device, plan.use_vgg)
+    trainer = NetworkTrainer(config, plan, device, vgg)
     start, history = 0, []
     resume_file = bank.resume_path(name)
-    if resume_file.exists():
-        state = load_checkpoint_file(resume_file)
-        if state.get("settings_digest") == digest:
-            gen.load_state_dict(state["generator"])
-            if disc is not None:
-                disc.load_state_dict(state["discriminator"])
-                opt_d.load_state_dict(state["opt_d"])
-            opt_g.load_state_dict(state["opt_g"])
-            torch.set_rng_state(state["torch_rng"])
-            if cuda and "cuda_rng" in state:
-                torch.cuda.set_rng_state(state["cuda_rng"])
-            start, history = int(state["step"]), [float(v) for v in state["l1_history"]]
-            log(f"{name}: resuming at step {start} of {total}")
-        else:
-            log(f"{name}: the training settings changed since its last saved state; starting it again")
-
-    vgg_term = ("used" if use_vgg else "dropped (--no-vgg): trained without it" if vgg_needed else "not used (weight 0)")
+    resumed = load_resume_state(resume_file, trainer, digest)
+    if resumed is not None:
+        start, history = resumed
+        log(f"{name}: resuming at step {start} of {total}")
+    elif resume_file.exists():
+        log(f"{name}: the training settings changed since its last saved state; starting it again")
     started = time.time()
     status = {"name": name, "state": "training", "steps_done": start, "steps_total": total, "device": device,
-              "vgg_term": vgg_term, "effective_loss": weights, "settings_digest": digest}
+              "vgg_term": plan.vgg_term, "effective_loss": plan.weights, "settings_digest": digest}
     bank.write_status(name, status)
-
-    def autocast():
-        return torch.autocast("cuda", dtype=amp_dtype) if cuda else torch.autocast("cpu", enabled=False)
-
-    def save_resume(step):
-        state = {"format": CHECKPOINT_FORMAT + "+resume", "step": step, "settings_digest": digest,
-                 "generator": _cpu_state(gen), "opt_g": opt_g.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "l1_history": list(history)}
-        if disc is not None:
-            state.update(discriminator=_cpu_state(disc), opt_d=opt_d.state_dict())
-        if cuda:
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        tmp = resume_file.with_name(f".{resume_file.name}.partial")
-        torch.save(state, tmp)
-        os.replace(tmp, resume_file)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, initial=start, desc=name, unit="step", leave=False, disable=not progress,
-               file=sys.stderr, dynamic_ncols=True, position=1)
-    gen.train()
-    if disc is not None:
-        disc.train()
-    try:
-        for step in range(start, total):
-            x_np, y_np = patches.batch(config, step)
-            x, y = to_tensor(x_np, device, cuda), to_tensor(y_np, device, cuda)
-            with autocast():
-                out = gen(x)
-            out = out.float()
-            d_loss = torch.zeros((), device=device)
-            if disc is not None:
-                with autocast():
-                    real, fake = disc(x, y).float(), disc(x, out.detach()).float()
-                d_loss = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
-                if not _finite(d_loss):
-                    raise Diverged(f"the discriminator loss became {float(d_loss.detach())} at step {step}")
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(d_loss).backward()
-                scaler.step(opt_d)
-            l1 = F.l1_loss(out, y)
-            loss = weights["l1_weight"] * l1
-            vgg_loss = adv = torch.zeros((), device=device)
-            if use_vgg:
-                from .vgg import perceptual_loss
-
-                with autocast():
-                    vgg_loss = perceptual_loss(vgg, out, y).float()
-                loss = loss + weights["vgg_weight"] * vgg_loss
-            if disc is not None:
-                disc.requires_grad_(False)
-                with autocast():
-                    score = disc(x, out).float()
-                disc.requires_grad_(True)
-                adv = F.mse_loss(score, torch.ones_like(score))
-                loss = loss + weights["adversarial_weight"] * adv
-            if not _finite(loss):
-                raise Diverged(f"the loss became {float(loss.detach())} at step {step} (l1 {float(l1.detach()):.4g}, "
-                               f"vgg {float(vgg_loss.detach()):.4g}, adversarial {float(adv.detach()):.4g})")
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt_g)
-            scaler.update()
-            history.append(float(l1.detach()))
-            done = step + 1
-            if done % settings.checkpoint_every == 0 and done < total:
-                save_resume(done)
-                bank.write_status(name, {**status, "steps_done": done})
-            bar.update(1)
-            if on_step is not None:
-                on_step(done)
-    finally:
-        bar.close()
-    bad = [k for k, v in gen.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise Diverged(f"non-finite weights after training ({', '.join(bad[:3])})")
-    gen.eval()
-    sha = save_generator_checkpoint(bank.checkpoint_path(name), gen.to("cpu").to(memory_format=torch.contiguous_format),
-                                    config)
+    _train_steps(bank, name, trainer, patches, config, settings, status, history, progress, on_step)
+    sha = save_generator_checkpoint(bank.checkpoint_path(name), trainer.final_generator(), config)
     resume_file.unlink(missing_ok=True)
     window = max(1, min(10, len(history) // 4))
     status.update(state="done", steps_done=total, checkpoint=bank.checkpoint_path(name).name, checkpoint_sha256=sha,
@@ -304,6 +351,31 @@ def train_network(bank: Bank, name: str, settings: TrainSettings, patches: Train
                   l1_last=round(float(np.mean(history[-window:])), 6) if history else None)
     bank.write_status(name, status)
     return status
+
+
+def _train_steps(bank: Bank, name: str, trainer: NetworkTrainer, patches: TrainingPatches, config: dict,
+                 settings: TrainSettings, status: dict, history: list, progress: bool,
+                 on_step: Optional[Callable[[int], None]]) -> None:
+    """The steps from status["steps_done"] to the end, saving a resume state every checkpoint_every."""
+    from tqdm import tqdm
+
+    start, total = status["steps_done"], status["steps_total"]
+    bar = tqdm(total=total, initial=start, desc=name, unit="step", leave=False, disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, position=1)
+    trainer.train_mode()
+    try:
+        for step in range(start, total):
+            x, y = patches.batch(config, step)
+            history.append(trainer.step(x, y, step))
+            done = step + 1
+            if done % settings.checkpoint_every == 0 and done < total:
+                save_resume_state(bank.resume_path(name), trainer, done, status["settings_digest"], history)
+                bank.write_status(name, {**status, "steps_done": done})
+            bar.update(1)
+            if on_step is not None:
+                on_step(done)
+    finally:
+        bar.close()
 
 
 def _cpu_state(module) -> dict:
@@ -347,17 +419,25 @@ def _worker_state(job: TrainJob):
 
 
 def train_unit(job: TrainJob, i: int, progress: Callable[[int], None] = lambda n: None) -> dict:
-    """Train network names[i] (a unit for any executor); a failure is recorded, not raised.
+    """Train network names[i] (a unit for any executor). Divergence is recorded: the network is
+    marked failed and the others go on. Any other exception is a bug and propagates: the
+    network stays in state training and the next run resumes it.
 
     On the CPU each network trains on one thread, whatever the executor and the number of
     workers: the same bank then gives the same weights, bit for bit, trained by one process
-    or by many (parallelism comes from training several networks at once).
+    or by many (parallelism comes from training several networks at once). The caller's
+    thread count comes back afterwards (with one worker, the unit runs in the caller's process).
     """
-    from .vgg import VGGWeightsMissing
-
-    name = job.names[i]
+    threads = torch.get_num_threads()
     if not job.device.startswith("cuda"):
         torch.set_num_threads(1)
+    try:
+        return _train_one(job, job.names[i], progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_one(job: TrainJob, name: str, progress: Callable[[int], None]) -> dict:
     bank = Bank(job.bank_path)
     patches, vgg = _worker_state(job)
     if job.settings.retry_failed and bank.status(name).get("state") == "failed":
@@ -372,17 +452,50 @@ def train_unit(job: TrainJob, i: int, progress: Callable[[int], None] = lambda n
     try:
         train_network(bank, name, job.settings, patches, job.device, vgg=vgg, progress=job.bars, log=log,
                       on_step=step_done)
-        return {"name": name, "state": "done"}
-    except (Diverged, RuntimeError, ValueError, FloatingPointError) as exc:
-        if isinstance(exc, VGGWeightsMissing):
-            raise
-        reason = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+    except Diverged as exc:
+        reason = str(exc)
         previous = bank.status(name)
         bank.write_status(name, {"name": name, "state": "failed", "reason": reason[:2000],
                                  "steps_done": previous.get("steps_done", 0), "device": job.device})
         bank.resume_path(name).unlink(missing_ok=True)
         log(f"{name}: failed: {reason}")
         return {"name": name, "state": "failed", "reason": reason}
+    return {"name": name, "state": "done"}
+
+
+def _network_name(names: Tuple[str, ...], i: int) -> str:
+    """Which network a unit trains, for the message of a unit that raised."""
+    return f"network {names[i]}"
+
+
+def networks_to_train(bank: Bank, names: Sequence[str], retry_failed: bool) -> Tuple[list, dict]:
+    """(the networks to train, {network skipped: why}): done ones are skipped, and failed ones
+    unless retry_failed; pending and interrupted (training) ones are trained."""
+    todo, skipped = [], {}
+    for n in names:
+        state = bank.status(n).get("state")
+        if state == "done" and bank.checkpoint_path(n).exists():
+            skipped[n] = "done"
+        elif state == "failed" and not retry_failed:
+            skipped[n] = "failed earlier (--retry-failed trains it again)"
+        else:
+            todo.append(n)
+    return todo, skipped
+
+
+def _check_vgg(bank: Bank, todo: Sequence[str], settings: TrainSettings) -> bool:
+    """Whether the VGG features are needed; VGGWeightsMissing before any training when they are
+    needed and missing."""
+    from .vgg import VGGWeightsMissing, missing_message, vgg_available
+
+    need_vgg = [n for n in todo if bank.config(n)["loss"]["vgg_weight"] > 0]
+    if need_vgg and not settings.no_vgg and not vgg_available(settings.vgg_weights):
+        if settings.vgg_weights:
+            raise VGGWeightsMissing(f"--vgg-weights {settings.vgg_weights}: no such file")
+        listed = ", ".join(need_vgg[:5]) + (" ..." if len(need_vgg) > 5 else "")
+        raise VGGWeightsMissing(missing_message(f"{len(need_vgg)} network(s) of {bank.path} ({listed}) have "
+                                                "vgg_weight > 0: training them"))
+    return bool(need_vgg and not settings.no_vgg)
 
 
 def train_bank(bank_path, settings: TrainSettings, *, progress: bool = True, log: Callable[[str], None] = print,
@@ -396,50 +509,45 @@ def train_bank(bank_path, settings: TrainSettings, *, progress: bool = True, log
     trains them on dask.distributed (--scheduler, or a LocalCluster). log and on_step(name,
     step) are called in this process, so they go with one local worker only.
     """
-    from bapps_build.executors import default_workers, run_units
-
-    from .vgg import VGGWeightsMissing, missing_message, vgg_available
+    from bapps_build.executors import default_workers
 
     bank = Bank(bank_path)
     names = list(only) if only else list(bank.names)
     for n in names:
         bank.config(n)
-    todo, skipped = [], {}
-    for n in names:
-        state = bank.status(n).get("state")
-        if state == "done" and bank.checkpoint_path(n).exists():
-            skipped[n] = "done"
-        elif state == "failed" and not settings.retry_failed:
-            skipped[n] = "failed earlier (--retry-failed trains it again)"
-        else:
-            todo.append(n)
+    todo, skipped = networks_to_train(bank, names, settings.retry_failed)
     device = resolve_device(settings.device)
-    need_vgg = [n for n in todo if bank.config(n)["loss"]["vgg_weight"] > 0]
-    if need_vgg and not settings.no_vgg and not vgg_available(settings.vgg_weights):
-        if settings.vgg_weights:
-            raise VGGWeightsMissing(f"--vgg-weights {settings.vgg_weights}: no such file")
-        listed = ", ".join(need_vgg[:5]) + (" ..." if len(need_vgg) > 5 else "")
-        raise VGGWeightsMissing(missing_message(f"{len(need_vgg)} network(s) of {bank.path} ({listed}) have "
-                                                "vgg_weight > 0: training them"))
+    use_vgg = _check_vgg(bank, todo, settings)
     summary = {"bank": str(bank.path), "trained": [], "failed": {}, "skipped": skipped, "device": device,
                "steps_per_network": None}
     if not todo:
         return summary
-    steps = TrainingPatches(settings).steps_total()  # also checks the sources before any work
-    summary["steps_per_network"] = steps
+    summary["steps_per_network"] = TrainingPatches(settings).steps_total()  # also checks the sources first
     if workers is None:
         workers = 1 if device.startswith("cuda") else default_workers()
     workers = max(1, min(workers, len(todo)))
     one_process = workers == 1 and executor == "local"
     if on_step is not None and not one_process:
         raise ValueError("on_step is called in this process: use it with workers=1 and the local executor")
-    job = TrainJob(str(bank.path), settings, device, tuple(todo), bool(need_vgg and not settings.no_vgg),
-                   bars=progress and one_process, log=log if one_process else None,
-                   on_step=on_step if one_process else None)
+    job = TrainJob(str(bank.path), settings, device, tuple(todo), use_vgg, bars=progress and one_process,
+                   log=log if one_process else None, on_step=on_step if one_process else None)
+    _run_training(job, summary, workers=workers, executor=executor, scheduler=scheduler, progress=progress)
+    summary["trained"].sort()
+    return summary
+
+
+def _run_training(job: TrainJob, summary: dict, *, workers: int, executor: str, scheduler: Optional[str],
+                  progress: bool) -> None:
+    """Every network of the job as one unit of work; results go into the summary as they come.
+    A unit that raised (a bug, not a divergence) stops the run with a WorkError naming it."""
+    import functools
+
     from tqdm import tqdm
 
-    overall = tqdm(total=len(todo) * steps, desc=f"{len(todo)} network(s)", unit="step", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True, position=0)
+    from bapps_build.executors import run_units
+
+    overall = tqdm(total=len(job.names) * summary["steps_per_network"], desc=f"{len(job.names)} network(s)",
+                   unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True, position=0)
 
     def finished(result):
         if result["state"] == "done":
@@ -448,13 +556,12 @@ def train_bank(bank_path, settings: TrainSettings, *, progress: bool = True, log
             summary["failed"][result["name"]] = result["reason"]
 
     try:
-        run_units(train_unit, job, range(len(todo)), workers=workers, on_result=finished,
+        run_units(train_unit, job, range(len(job.names)), workers=workers, on_result=finished,
                   on_progress=lambda n: overall.update(min(n, overall.total - overall.n)),
-                  executor=executor, scheduler=scheduler)
+                  executor=executor, scheduler=scheduler,
+                  unit_name=functools.partial(_network_name, job.names))
     finally:
         overall.close()
-    summary["trained"].sort()
-    return summary
 
 
 __all__ = ["TrainSettings", "TrainingPatches", "TrainJob", "train_bank", "train_unit", "train_network", "Diverged"]

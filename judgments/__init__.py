@@ -8,8 +8,8 @@
     readers.py    MTurk, Toloka and generic results files -> one long table
     qc.py         rejected assignments, sentinel scores, counts
     store.py      what a subset keeps (rows, counts, raw copies) and the all-or-nothing writes
-    ingest.py     `bapps-build ingest`: read, resolve, merge, QC, labels
-    report.py     `bapps-build judgments report`: workers, agreement, human ceiling
+    ingest.py     `bapps-build ingest`: read, resolve, merge, QC, labels; the stored reports again
+    report.py     a subset's report: workers, agreement, human ceiling (no file read or written)
     aggregate.py  crowd-kit models beside the fractions
     metrics.py    l2, psnr, ssim, lpips, any callable
     evaluate.py   `bapps-build evaluate`: 2AFC score and JND mAP

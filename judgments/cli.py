@@ -171,7 +171,8 @@ def report(dataset, subset, as_json):
     Example:
       bapps-build judgments report dataset
     """
-    from .report import format_report, report_dataset
+    from .ingest import report_dataset
+    from .report import format_report
 
     reports = report_dataset(dataset, subset)
     if not reports:

@@ -82,80 +82,99 @@ def resolve_file(raw: RawJudgments, catalog: Catalog, tag: str, per_subset: Dict
     Work is done per distinct item and per distinct (response, side), then spread to the rows:
     a million rows hold some ten thousand items and a handful of answers."""
     targets = {item: catalog.resolve(item) for item in set(raw.item)}
-    tasks = [s.task for s in catalog.subsets]
-    unknown = ([k for k, item in enumerate(raw.item) if targets[item] is None]
-               if any(t is None for t in targets.values()) else [])
-    for k in unknown[:20]:
-        problems.append(f"{raw.path}, line {raw.line[k]}: {unknown_item_reason(raw.item[k], catalog)}")
-    if len(unknown) > 20:
-        problems.append(f"{raw.path}: ... and {len(unknown) - 20} more rows with unknown items")
+    unknown = unknown_items(raw, targets, catalog, problems)
     if unknown:
-        return {"unknown": len(unknown)}
-    subset_of = {item: t.subset for item, t in targets.items()}
-    groups: Dict[int, List[int]] = {}
-    if len(set(subset_of.values())) == 1:
-        groups[next(iter(subset_of.values()))] = None  # every row: no index lists needed
-    else:
-        for k, item in enumerate(raw.item):
-            groups.setdefault(subset_of[item], []).append(k)
-    for subset, rows_of in groups.items():
+        return {"unknown": unknown}
+    for subset, rows_of in rows_by_subset(raw, {item: t.subset for item, t in targets.items()}).items():
         pick = (lambda col: col) if rows_of is None else (lambda col: [col[k] for k in rows_of])  # noqa: E731
-        task = tasks[subset]
+        task = catalog.subsets[subset].task
         response, side = pick(raw.response), pick(raw.side)
         if task == "2afc" and catalog.sides:
             side = sides_from_record(raw, pick(raw.item), side, pick(raw.line), catalog.sides, problems)
             if side is None:
                 continue
-        meaning = {pair: response_value(task, *pair) for pair in set(zip(response, side))}
-        value = list(map(meaning.__getitem__, zip(response, side)))
-        bad = [k for k, v in enumerate(value) if v is None]
-        if bad:
-            lines, items = pick(raw.line), pick(raw.item)
-            for k in bad[:20]:
-                r = response[k]
-                if r.strip().lower() in SIDES:
-                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
-                                    f"{shorten(items[k])} needs the side p0 was shown on (left or right), got "
-                                    f"{shorten(side[k])}")
-                else:
-                    allowed = ("left/right (with the side of p0), p0/p1 or 0/1" if task == "2afc"
-                               else "same/different or 1/0")
-                    problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
-                                    f"{shorten(items[k])} is not an answer of a {task} task ({allowed})")
+        value = response_values(raw, task, response, side, pick, problems)
+        if value is None:
             continue
-        timing = pick(raw.timing)
-        if task == "jnd":
-            broken = []
-            for t in set(timing):
-                try:
-                    timing_deviation(t)
-                except ValueError:
-                    broken.append(t)
-            if broken:
-                lines = pick(raw.line)
-                for k in [k for k, t in enumerate(timing) if t in set(broken)][:20]:
-                    problems.append(f"{raw.path}, line {lines[k]}: timing {timing[k][:60]!r} is not the page's "
-                                    f"measurement (three durations in ms: first patch, blank, second patch, "
-                                    f"e.g. 1003,250,998)")
-                continue
-        elif task == "2afc":
-            timing = [""] * len(timing)  # only JND pages measure phases
+        timing = phase_timings(raw, task, pick, problems)
+        if timing is None:
+            continue
         rows = per_subset.setdefault(subset, Rows())
-        rows.worker.extend(pick(raw.worker))
-        rows.assignment.extend(pick(raw.assignment))
-        rows.item.extend(pick(raw.item))
-        rows.response.extend(response)
-        rows.side.extend(side)
-        rows.value.extend(value)
-        rows.rejected.extend(pick(raw.rejected))
-        rows.time_ms.extend(pick(raw.time_ms))
-        rows.source.extend([tag] * len(value))
-        rows.line.extend(pick(raw.line))
-        rows.submitted.extend(pick(raw.submitted))
-        rows.status_time.extend(pick(raw.status_time))
-        rows.status_rank.extend(pick(raw.status_rank))
-        rows.timing.extend(timing)
+        for name, column in (("response", response), ("side", side), ("value", value), ("timing", timing),
+                             ("source", [tag] * len(value))):
+            getattr(rows, name).extend(column)
+        for name in ("worker", "assignment", "item", "rejected", "time_ms", "line", "submitted", "status_time",
+                     "status_rank"):
+            getattr(rows, name).extend(pick(getattr(raw, name)))
     return {"unknown": 0}
+
+
+def unknown_items(raw: RawJudgments, targets: dict, catalog: Catalog, problems: List[str]) -> int:
+    """How many rows name an item the dataset does not know; the first 20 become problems."""
+    if all(t is not None for t in targets.values()):
+        return 0
+    unknown = [k for k, item in enumerate(raw.item) if targets[item] is None]
+    for k in unknown[:20]:
+        problems.append(f"{raw.path}, line {raw.line[k]}: {unknown_item_reason(raw.item[k], catalog)}")
+    if len(unknown) > 20:
+        problems.append(f"{raw.path}: ... and {len(unknown) - 20} more rows with unknown items")
+    return len(unknown)
+
+
+def rows_by_subset(raw: RawJudgments, subset_of: Dict[str, int]) -> Dict[int, Optional[List[int]]]:
+    """The file's rows of each subset; None for every row when the file holds one subset only."""
+    if len(set(subset_of.values())) == 1:
+        return {next(iter(subset_of.values())): None}  # every row: no index lists needed
+    groups: Dict[int, List[int]] = {}
+    for k, item in enumerate(raw.item):
+        groups.setdefault(subset_of[item], []).append(k)
+    return groups
+
+
+def response_values(raw: RawJudgments, task: str, response: List[str], side: List[str], pick,
+                    problems: List[str]) -> Optional[List[int]]:
+    """The label value of each row; None (and problems) when some response means nothing."""
+    meaning = {pair: response_value(task, *pair) for pair in set(zip(response, side))}
+    value = list(map(meaning.__getitem__, zip(response, side)))
+    bad = [k for k, v in enumerate(value) if v is None]
+    if not bad:
+        return value
+    lines, items = pick(raw.line), pick(raw.item)
+    for k in bad[:20]:
+        r = response[k]
+        if r.strip().lower() in SIDES:
+            problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
+                            f"{shorten(items[k])} needs the side p0 was shown on (left or right), got "
+                            f"{shorten(side[k])}")
+        else:
+            allowed = "left/right (with the side of p0), p0/p1 or 0/1" if task == "2afc" else "same/different or 1/0"
+            problems.append(f"{raw.path}, line {lines[k]}: response {shorten(r)} for item "
+                            f"{shorten(items[k])} is not an answer of a {task} task ({allowed})")
+    return None
+
+
+def phase_timings(raw: RawJudgments, task: str, pick, problems: List[str]) -> Optional[List[str]]:
+    """The JND page's phase timings of each row (2AFC: empty, only JND pages measure them); None
+    (and problems) when some timing is not the page's measurement."""
+    timing = pick(raw.timing)
+    if task == "2afc":
+        return [""] * len(timing)
+    if task != "jnd":
+        return timing
+    broken = []
+    for t in set(timing):
+        try:
+            timing_deviation(t)
+        except ValueError:
+            broken.append(t)
+    if not broken:
+        return timing
+    lines = pick(raw.line)
+    for k in [k for k, t in enumerate(timing) if t in set(broken)][:20]:
+        problems.append(f"{raw.path}, line {lines[k]}: timing {timing[k][:60]!r} is not the page's "
+                        f"measurement (three durations in ms: first patch, blank, second patch, "
+                        f"e.g. 1003,250,998)")
+    return None
 
 
 def sides_from_record(raw: RawJudgments, items: List[str], side: List[str], lines: List[int],
@@ -411,16 +430,23 @@ def study_snapshots(paths, tasks, scratch):
     return out_paths, out_tasks
 
 
-def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, aggregate, log) -> dict:
-    try:
-        catalog = load_catalog(dataset, tasks)
-    except CatalogError as exc:
-        raise IngestError(str(exc)) from None
+@dataclass
+class FilesRead:
+    """What reading the results files of one ingest gave."""
+
+    per_subset: Dict[int, Rows] = field(default_factory=dict)  # the new judgments of each subset
+    files: List[dict] = field(default_factory=list)  # one entry per file read (ingests.jsonl)
+    skipped_subsets: set = field(default_factory=set)  # subsets of files ingested before, not read again
+    rows_read: int = 0
+
+
+def read_files(paths, catalog: Catalog, log) -> FilesRead:
+    """Read and resolve every file (a file read before, or twice, is skipped); IngestError listing
+    every problem of every file, before anything is written."""
     problems: List[str] = []
-    raws, per_subset, files = [], {}, []
+    read = FilesRead()
     seen_digest = {}
     already = already_ingested(catalog)
-    skipped_subsets = set()
     for p in paths:
         p = Path(p)
         if not p.is_file():
@@ -434,7 +460,7 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
         if digest[:12] in already and marks_complete(catalog, digest, already[digest[:12]]):
             # its judgments are in rows.tsv already: reading it again adds nothing
             log(f"{p}: ingested before (a copy is in judgments/raw/); skipped")
-            skipped_subsets |= already[digest[:12]]
+            read.skipped_subsets |= already[digest[:12]]
             continue
         try:
             raw = read_results(p)
@@ -442,21 +468,44 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
             problems.append(str(exc))
             continue
         tag = f"{digest[:12]}-{p.name}"
-        before = {k: len(v) for k, v in per_subset.items()}
-        stats = resolve_file(raw, catalog, tag, per_subset, problems)
-        subsets_touched = sorted(k for k, v in per_subset.items() if len(v) > before.get(k, 0))
-        files.append({"path": str(p), "sha256": digest, "tag": tag, "platform": raw.platform,
-                      "records": raw.records, "judgments": len(raw), "unanswered": raw.unanswered,
-                      "rejected_judgments": int(sum(raw.rejected)), "subsets": subsets_touched, **stats})
-        raws.append(raw)
+        before = {k: len(v) for k, v in read.per_subset.items()}
+        stats = resolve_file(raw, catalog, tag, read.per_subset, problems)
+        subsets_touched = sorted(k for k, v in read.per_subset.items() if len(v) > before.get(k, 0))
+        read.files.append({"path": str(p), "sha256": digest, "tag": tag, "platform": raw.platform,
+                           "records": raw.records, "judgments": len(raw), "unanswered": raw.unanswered,
+                           "rejected_judgments": int(sum(raw.rejected)), "subsets": subsets_touched, **stats})
+        read.rows_read += len(raw)
     if problems:
         raise IngestError(summarise_problems(problems) if len(problems) > 1 or "problem(s)" not in problems[0]
                           else problems[0])
-    to_process = set(per_subset) | {key[0] for key in catalog.new_records}
-    for k in skipped_subsets - to_process:
+    return read
+
+
+def subsets_to_process(catalog: Catalog, read: FilesRead, qc_options) -> set:
+    """Subsets with new judgments or task records, and skipped ones whose QC parameters changed."""
+    to_process = set(read.per_subset) | {key[0] for key in catalog.new_records}
+    for k in read.skipped_subsets - to_process:
         subset = catalog.subsets[k]
         if qc_params_for(subset, *qc_options) != qc_params_for(subset, None):
             to_process.add(k)  # same judgments, another threshold: recompute
+    return to_process
+
+
+def judge(subset: Subset, rows: Rows, catalog: Catalog, params: QCParams,
+          stats: Optional[Dict[str, int]] = None) -> Tuple[SubsetJudgments, QCResult]:
+    """A subset's whole table resolved against the dataset, and its quality control."""
+    sj = SubsetJudgments(subset, rows, stats=dict(stats or {}))
+    resolve_table(sj, catalog)
+    return sj, qc_table(sj, params)
+
+
+def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, aggregate, log) -> dict:
+    try:
+        catalog = load_catalog(dataset, tasks)
+    except CatalogError as exc:
+        raise IngestError(str(exc)) from None
+    read = read_files(paths, catalog, log)
+    to_process = subsets_to_process(catalog, read, qc_options)
     results = {}
     locks = _lock_subsets([catalog.subsets[k].path for k in to_process])  # one writer per subset
     txn = Transaction()
@@ -467,29 +516,11 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
             stale = remove_stale_temps([subset.store, subset.store / RAW, subset.store / "tasks", labels], [labels])
             if stale:
                 log(f"{subset.rel}: removed {stale} temporary file(s) a killed ingest left behind")
-        for k in sorted(skipped_subsets - to_process):
+        for k in sorted(read.skipped_subsets - to_process):
             results[catalog.subsets[k].rel] = {"subset": catalog.subsets[k].rel, "changed": False, "skipped": True}
         for k in sorted(to_process):
-            subset = catalog.subsets[k]
-            store = subset.store
-            params = qc_params_for(subset, *qc_options)
-            rows = read_rows(store / ROWS)
-            new = per_subset.get(k, Rows())
-            merge_stats = merge(rows, new)
-            sj = SubsetJudgments(subset, rows, stats=merge_stats)
-            resolve_table(sj, catalog)
-            qc = qc_table(sj, params)
-            subset_files = [f for f in files if k in f["subsets"]]
-            report = build_report(sj, qc, params, subset_files)
-            changed = stage_subset(txn, sj, qc, params, report, subset_files, catalog, k, write_labels, partial_labels,
-                                   log)
-            if aggregate:
-                from .aggregate import aggregate_subset
-
-                for model in aggregate:
-                    txn.write(store / f"aggregate-{model}.csv", aggregate_subset(sj, qc, model))
-            report["changed"] = changed
-            results[subset.rel] = report
+            results[catalog.subsets[k].rel] = ingest_subset(txn, catalog, k, read, qc_options, write_labels,
+                                                            partial_labels, aggregate, log)
         locks.check()
         txn.commit()
     except BaseException:
@@ -497,7 +528,44 @@ def _ingest(paths, dataset, tasks, qc_options, write_labels, partial_labels, agg
         raise
     finally:
         locks.close()
-    return {"files": files, "rows_read": sum(len(r) for r in raws), "subsets": results}
+    return {"files": read.files, "rows_read": read.rows_read, "subsets": results}
+
+
+def ingest_subset(txn: Transaction, catalog: Catalog, k: int, read: FilesRead, qc_options, write_labels: bool,
+                  partial_labels: bool, aggregate: Sequence[str], log) -> dict:
+    """Merge, QC and stage one subset (nothing renamed yet); returns its report."""
+    subset = catalog.subsets[k]
+    params = qc_params_for(subset, *qc_options)
+    rows = read_rows(subset.store / ROWS)
+    merge_stats = merge(rows, read.per_subset.get(k, Rows()))
+    sj, qc = judge(subset, rows, catalog, params, merge_stats)
+    subset_files = [f for f in read.files if k in f["subsets"]]
+    report = build_report(sj, qc, params, subset_files)
+    changed = stage_subset(txn, sj, qc, params, report, subset_files, catalog, k, write_labels, partial_labels, log)
+    if aggregate:
+        from .aggregate import aggregate_subset
+
+        for model in aggregate:
+            txn.write(subset.store / f"aggregate-{model}.csv", aggregate_subset(sj, qc, model))
+    report["changed"] = changed
+    return report
+
+
+def report_dataset(root, subset_name=None) -> List[dict]:
+    """Reports recomputed from what each subset stores, as its last ingest made them (nothing is
+    written): `bapps-build judgments report`."""
+    catalog = load_catalog(root)
+    out = []
+    for subset in catalog.subsets:
+        if subset_name and subset.rel != subset_name:
+            continue
+        path = subset.store / ROWS
+        if not path.exists():
+            continue
+        params = qc_params_for(subset, None)
+        sj, qc = judge(subset, read_rows(path), catalog, params)
+        out.append(build_report(sj, qc, params, []))
+    return out
 
 
 class _SubsetLocks:

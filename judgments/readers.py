@@ -421,16 +421,29 @@ def mturk_status(out: RawJudgments, line: int, row: List[str], header: List[str]
     return rejected, rank, when or submitted, submitted
 
 
-def read_mturk(path: Path, text: str) -> RawJudgments:
-    out = RawJudgments(str(path), "mturk")
-    records, header = records_with_header(path, text, ",")
+@dataclass
+class MTurkColumns:
+    """Where an MTurk batch results file keeps what the reader takes, found from its header."""
+
+    header: List[str]
+    worker: int
+    assignment: int
+    status: Dict[str, Optional[int]]  # AssignmentStatus, Approve, Reject and the times
+    task_answers: Optional[int]  # Answer.taskAnswers (a JSON object per row)
+    answers: Dict[str, int]  # Answer.<name> -> column, taskAnswers aside
+    input_items: Dict[str, int]  # trial suffix -> Input.item<suffix>
+    input_sides: Dict[str, int]  # trial suffix -> Input.p0side<suffix>
+    plan: list  # per trial: (suffix, where its answer is, Input.item column, Input.p0side column)
+
+
+def mturk_columns(path: Path, header: List[str]) -> MTurkColumns:
     index = require_columns(path, header, ["WorkerId", "AssignmentId"],
                             "an MTurk batch results CSV names the worker and the assignment of every row")
-    status_cols = {name: index.get(name) for name in ("AssignmentStatus", "Approve", "Reject", "SubmitTime",
-                                                       "ApprovalTime", "RejectionTime")}
-    task_answers_col = index.get("Answer.taskAnswers")
+    status = {name: index.get(name) for name in ("AssignmentStatus", "Approve", "Reject", "SubmitTime",
+                                                  "ApprovalTime", "RejectionTime")}
+    task_answers = index.get("Answer.taskAnswers")
     inputs = {h[6:]: k for k, h in enumerate(header) if h.startswith("Input.")}
-    answer_cols = {h[7:]: k for k, h in enumerate(header) if h.startswith("Answer.") and h != "Answer.taskAnswers"}
+    answers = {h[7:]: k for k, h in enumerate(header) if h.startswith("Answer.") and h != "Answer.taskAnswers"}
     input_items, input_sides = {}, {}
     for name, k in inputs.items():
         m = TRIAL_FIELD.match(name)
@@ -439,89 +452,115 @@ def read_mturk(path: Path, text: str) -> RawJudgments:
                 input_items[m.group(2)] = k
             elif m.group(1) == "p0side":
                 input_sides[m.group(2)] = k
-    if not answer_cols and task_answers_col is None:
+    if not answers and task_answers is None:
         raise ResultsError(f"{path}: no Answer.* column (is this the batch results file, not the input CSV?)")
-    layout = answer_layout(answer_cols)
+    layout = answer_layout(answers)
     suffixes = sorted(set(layout) | set(input_items), key=lambda s: (len(s), s))
     plan = [(sfx, layout.get(sfx, {"flags": []}), input_items.get(sfx), input_sides.get(sfx)) for sfx in suffixes]
-    width = len(header)
-    worker_col, assignment_col = index["WorkerId"], index["AssignmentId"]
+    return MTurkColumns(header, index["WorkerId"], index["AssignmentId"], status, task_answers, answers,
+                        input_items, input_sides, plan)
+
+
+def read_mturk(path: Path, text: str) -> RawJudgments:
+    out = RawJudgments(str(path), "mturk")
+    records, header = records_with_header(path, text, ",")
+    cols = mturk_columns(path, header)
     eligible = 0  # rows that should hold answers (not rejected)
     json_keys: List[str] = []  # what Answer.taskAnswers held, for the error when nothing was found
     for line, row in records:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         out.records += 1
-        if len(row) != width:
-            out.problem(line, f"{len(row)} fields where the header has {width} (a broken quote or a "
-                              f"truncated download?)")
-            continue
-        worker, assignment = row[worker_col].strip(), row[assignment_col].strip()
-        if not worker or not assignment:
-            out.problem(line, "empty WorkerId or AssignmentId")
-            continue
-        status = mturk_status(out, line, row, header, status_cols)
-        if status is None:
-            continue
-        rejected, rank, status_time, submitted = status
-        eligible += not rejected
-        if task_answers_col is not None and row[task_answers_col].strip():
-            trials = json_trials(out, line, row[task_answers_col], {n: row[k] for n, k in answer_cols.items()},
-                                 json_keys)
-            if trials is None:
-                continue
-            row_plan = [(sfx, trials.get(sfx, {}), input_items.get(sfx), input_sides.get(sfx))
-                        for sfx in sorted(set(trials) | set(input_items), key=lambda s: (len(s), s))]
-            from_json = True
-        else:
-            row_plan, from_json = plan, False
-        items, choices, sides, rts, timings = [], [], [], [], []
-        for suffix, t, item_col, side_col in row_plan:
-            if from_json:
-                item, choice = (t.get("item") or "").strip(), (t.get("choice") or "").strip()
-                side, rt = (t.get("p0side") or "").strip(), (t.get("rt") or "").strip()
-                timing = (t.get("timing") or "").strip()
-            else:
-                item = row[t["item"]].strip() if "item" in t else ""
-                choice = choice_from_columns(row, t)
-                side = row[t["p0side"]].strip() if "p0side" in t else ""
-                rt = row[t["rt"]].strip() if "rt" in t else ""
-                timing = row[t["timing"]].strip() if "timing" in t else ""
-            if not item and item_col is not None:
-                item = row[item_col].strip()
-            if choice == "\0ambiguous":
-                out.problem(line, f"trial {suffix or 1}: more than one answer of trial {suffix or 1} is true")
-                continue
-            if not item:
-                if choice:
-                    out.problem(line, f"trial {suffix or 1}: an answer without an item id (no Answer.item{suffix} "
-                                      f"or Input.item{suffix})")
-                continue
-            if not choice:
-                if not rejected:
-                    out.unanswered += 1
-                continue
-            if not side and side_col is not None:
-                side = row[side_col].strip()
-            items.append(item)
-            choices.append(choice)
-            sides.append(side)
-            rts.append(rt)
-            timings.append(timing)
-        if items:
-            out.add_trials(worker, assignment, rejected, line, submitted, status_time, rank, items, choices, sides,
-                           rts, timings)
+        eligible += read_mturk_row(out, line, row, cols, json_keys) is False
     if eligible and not len(out) and not out.problems:
-        seen = [f"Answer.{n}" for n in answer_cols] + (["Answer.taskAnswers"] if task_answers_col is not None else [])
-        keys = f" (its objects hold {', '.join(sorted(set(json_keys))[:12])})" if json_keys else ""
-        out.problem(None, f"no answer found in {eligible} assignment(s) that are not rejected: the answer columns "
-                          f"are {', '.join(seen[:12])}{' ...' if len(seen) > 12 else ''}{keys}; this reader takes "
-                          f"a trial's answer from Answer.choice<i> (or its .label, or the one option of "
-                          f"choice<i>.<option> that is true), from a radio button <name><i> = {{<answer>: true}} "
-                          f"(crowd-radio-group), with its item id in Answer.item<i> or Input.item<i>; rename the "
-                          f"page's fields to match, or convert the file to the generic format (worker, item, "
-                          f"response)")
+        out.problem(None, no_mturk_answer(eligible, cols, json_keys))
     return out
+
+
+def read_mturk_row(out: RawJudgments, line: int, row: List[str], cols: MTurkColumns,
+                   json_keys: List[str]) -> Optional[bool]:
+    """Add the trials of one assignment row; returns whether the assignment was rejected, None
+    when the row was refused before its status was known."""
+    if len(row) != len(cols.header):
+        out.problem(line, f"{len(row)} fields where the header has {len(cols.header)} (a broken quote or a "
+                          f"truncated download?)")
+        return None
+    worker, assignment = row[cols.worker].strip(), row[cols.assignment].strip()
+    if not worker or not assignment:
+        out.problem(line, "empty WorkerId or AssignmentId")
+        return None
+    status = mturk_status(out, line, row, cols.header, cols.status)
+    if status is None:
+        return None
+    rejected, rank, status_time, submitted = status
+    if cols.task_answers is not None and row[cols.task_answers].strip():
+        trials = json_trials(out, line, row[cols.task_answers], {n: row[k] for n, k in cols.answers.items()},
+                             json_keys)
+        if trials is None:
+            return rejected
+        row_plan = [(sfx, trials.get(sfx, {}), cols.input_items.get(sfx), cols.input_sides.get(sfx))
+                    for sfx in sorted(set(trials) | set(cols.input_items), key=lambda s: (len(s), s))]
+        from_json = True
+    else:
+        row_plan, from_json = cols.plan, False
+    items, choices, sides, rts, timings = mturk_trials(out, line, row, row_plan, from_json, rejected)
+    if items:
+        out.add_trials(worker, assignment, rejected, line, submitted, status_time, rank, items, choices, sides,
+                       rts, timings)
+    return rejected
+
+
+def mturk_trials(out: RawJudgments, line: int, row: List[str], row_plan: list, from_json: bool, rejected: bool):
+    """(items, choices, sides, rts, timings) of the answered trials of one row; an unanswered trial
+    of an assignment that is not rejected is counted in out.unanswered."""
+    items, choices, sides, rts, timings = [], [], [], [], []
+    for suffix, t, item_col, side_col in row_plan:
+        item, choice, side, rt, timing = trial_fields(row, t, from_json)
+        if not item and item_col is not None:
+            item = row[item_col].strip()
+        if choice == "\0ambiguous":
+            out.problem(line, f"trial {suffix or 1}: more than one answer of trial {suffix or 1} is true")
+            continue
+        if not item:
+            if choice:
+                out.problem(line, f"trial {suffix or 1}: an answer without an item id (no Answer.item{suffix} "
+                                  f"or Input.item{suffix})")
+            continue
+        if not choice:
+            if not rejected:
+                out.unanswered += 1
+            continue
+        if not side and side_col is not None:
+            side = row[side_col].strip()
+        items.append(item)
+        choices.append(choice)
+        sides.append(side)
+        rts.append(rt)
+        timings.append(timing)
+    return items, choices, sides, rts, timings
+
+
+def trial_fields(row: List[str], t: Dict, from_json: bool):
+    """(item, choice, side, rt, timing) of one trial: from its JSON object, or from its columns."""
+    if from_json:
+        return tuple((t.get(key) or "").strip() for key in ("item", "choice", "p0side", "rt", "timing"))
+    item = row[t["item"]].strip() if "item" in t else ""
+    side = row[t["p0side"]].strip() if "p0side" in t else ""
+    rt = row[t["rt"]].strip() if "rt" in t else ""
+    timing = row[t["timing"]].strip() if "timing" in t else ""
+    return item, choice_from_columns(row, t), side, rt, timing
+
+
+def no_mturk_answer(eligible: int, cols: MTurkColumns, json_keys: List[str]) -> str:
+    seen = [f"Answer.{n}" for n in cols.answers] + (["Answer.taskAnswers"] if cols.task_answers is not None else [])
+    keys = f" (its objects hold {', '.join(sorted(set(json_keys))[:12])})" if json_keys else ""
+    return (f"no answer found in {eligible} assignment(s) that are not rejected: the answer columns "
+            f"are {', '.join(seen[:12])}{' ...' if len(seen) > 12 else ''}{keys}; this reader takes "
+            f"a trial's answer from Answer.choice<i> (or its .label, or the one option of "
+            f"choice<i>.<option> that is true), from a radio button <name><i> = {{<answer>: true}} "
+            f"(crowd-radio-group), with its item id in Answer.item<i> or Input.item<i>; rename the "
+            f"page's fields to match, or convert the file to the generic format (worker, item, "
+            f"response)")
 
 
 def json_trials(out: RawJudgments, line: int, text: str, plain: Dict[str, str], keys_seen: Optional[List] = None):
@@ -653,33 +692,9 @@ def read_generic_csv(path: Path, text: str, delimiter: str) -> RawJudgments:
     """Column-wise: the records are read in one pass, then each column is taken whole (a call per
     row of Python would cost more than the parsing itself on a million rows)."""
     out = RawJudgments(str(path), "generic")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    records, ends = [], []
-    keep, end = records.append, ends.append
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise ResultsError(f"{path}: empty file")
-        header_end = reader.line_num
-        for record in reader:
-            keep(record)
-            end(reader.line_num)
-    except csv.Error as exc:
-        raise ResultsError(f"{path}, line {reader.line_num}: {exc} (a quote left open?)") from None
-    header = [h.strip() for h in header]
+    header, records, starts = csv_table(path, text, delimiter)
     index = require_columns(path, header, ["worker", "item", "response"], GENERIC_HINT)
-    starts = [header_end + 1] + [e + 1 for e in ends[:-1]]
-    width = len(header)
-    if any(len(r) != width for r in records):
-        good = []
-        for record, line in zip(records, starts):
-            if len(record) == width:
-                good.append((record, line))
-            elif record and not (len(record) == 1 and not record[0].strip()):
-                out.records += 1
-                out.problem(line, f"{len(record)} fields where the header has {width}")
-        records = [r for r, _ in good]
-        starts = [line for _, line in good]
+    records, starts = drop_misshapen_records(out, records, starts, len(header))
     out.records += len(records)
     if not records:
         return out
@@ -712,6 +727,40 @@ def read_generic_csv(path: Path, text: str, delimiter: str) -> RawJudgments:
     out.side, out.rejected, out.time_ms, out.line = side, rejected, time_ms, starts
     out.submitted, out.status_time, out.status_rank, out.timing = submitted, submitted, rank, timing
     return out
+
+
+def csv_table(path: Path, text: str, delimiter: str):
+    """(header, records, the line each record starts on) of a delimited text, in one pass."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records, ends = [], []
+    keep, end = records.append, ends.append
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise ResultsError(f"{path}: empty file")
+        header_end = reader.line_num
+        for record in reader:
+            keep(record)
+            end(reader.line_num)
+    except csv.Error as exc:
+        raise ResultsError(f"{path}, line {reader.line_num}: {exc} (a quote left open?)") from None
+    starts = [header_end + 1] + [e + 1 for e in ends[:-1]]
+    return [h.strip() for h in header], records, starts
+
+
+def drop_misshapen_records(out: RawJudgments, records: list, starts: List[int], width: int):
+    """The records with as many fields as the header (and their lines); every other one that is
+    not blank is counted and is a problem."""
+    if all(len(r) == width for r in records):
+        return records, starts
+    good = []
+    for record, line in zip(records, starts):
+        if len(record) == width:
+            good.append((record, line))
+        elif record and not (len(record) == 1 and not record[0].strip()):
+            out.records += 1
+            out.problem(line, f"{len(record)} fields where the header has {width}")
+    return [r for r, _ in good], [line for _, line in good]
 
 
 def read_generic_jsonl(path: Path, text: str) -> RawJudgments:

@@ -149,24 +149,3 @@ def format_report(report: dict) -> str:
                          + ("" if labels["complete"] else " (INCOMPLETE: verify will flag the missing stems)"))
     return "\n".join(lines)
 
-
-def report_dataset(root, subset_name=None) -> List[dict]:
-    """Reports recomputed from what each subset stores (nothing is written)."""
-    from .catalog import load_catalog
-    from .ingest import SubsetJudgments, qc_params_for, qc_table, resolve_table
-    from .store import ROWS, read_rows
-
-    catalog = load_catalog(root)
-    out = []
-    for subset in catalog.subsets:
-        if subset_name and subset.rel != subset_name:
-            continue
-        path = subset.store / ROWS
-        if not path.exists():
-            continue
-        sj = SubsetJudgments(subset, read_rows(path))
-        resolve_table(sj, catalog)
-        params = qc_params_for(subset, None)
-        qc = qc_table(sj, params)
-        out.append(build_report(sj, qc, params, []))
-    return out

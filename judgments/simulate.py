@@ -25,7 +25,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -306,79 +306,109 @@ def simulate_serve(record: dict, tasks_dir, url: str, observer="l2", noise=0.1, 
     moment of the first `pace` seconds, so they do not march in step), consenting, and answering
     their HITs one trial every `pace` seconds until no HIT is left for them or `duration` has passed.
     Returns counts and the latency of the answer posts (ms percentiles)."""
-    import http.cookiejar
-    import urllib.error
-    import urllib.request
-
     if not url.endswith("/"):
         url += "/"
     obs = make_observer(record, Path(tasks_dir) / "images", observer, noise, jnd_threshold)
     rng0 = np.random.default_rng(np.random.SeedSequence([seed, SIMULATE_STREAM, 1]))
     crowd = make_crowd(workers, spammers, rng0, prefix="sim-")
-    latencies: List[float] = []
-    sent_at: List[float] = []  # seconds since the start, per latency
-    server_ms: List[float] = []  # the server's own time per answer (its Server-Timing header)
-    failures: List[str] = []
-    acked = []
-    lock = threading.Lock()
-    t_end = time.monotonic() + duration if duration else None
-
-    def participant(k: int, worker: str):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, SIMULATE_STREAM, 2, k]))
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        try:
-            if pace:  # arrivals spread over the first PACE seconds, not all at one instant
-                time.sleep(rng.random() * pace)
-            opener.open(f"{url}?participant={worker}", timeout=30).read()
-            opener.open(urllib.request.Request(url + "begin", data=b"", method="POST"), timeout=30).read()
-            for _ in range(hits_per_worker):
-                a = json.loads(opener.open(url + "api/assignment", timeout=30).read())
-                if not a.get("assignment"):
-                    return
-                for t in a["trials"][a["answered"]:]:
-                    if t_end and time.monotonic() > t_end:
-                        return
-                    body = {"token": a["token"], "position": t["position"], "item": t["item"],
-                            "response": judge(obs, crowd, worker, t["item"], t.get("p0side", ""), rng),
-                            "rt_ms": int(rng.lognormal(math.log(2000), 0.3))}
-                    if record["task"] == "jnd":
-                        body["timing"] = "1000,250,1000"
-                    req = urllib.request.Request(url + "api/answer", data=json.dumps(body).encode(), method="POST",
-                                                 headers={"Content-Type": "application/json"})
-                    t0 = time.perf_counter()
-                    try:
-                        with opener.open(req, timeout=30) as r:
-                            r.read()
-                            timing = r.headers.get("Server-Timing", "")
-                        t1 = time.perf_counter()
-                        with lock:
-                            latencies.append(1000 * (t1 - t0))
-                            sent_at.append(t0 - start)
-                            if "dur=" in timing:
-                                server_ms.append(float(timing.split("dur=")[1].split(";")[0]))
-                            acked.append((a["assignment"], t["position"]))
-                    except urllib.error.HTTPError as e:
-                        with lock:
-                            failures.append(f"{worker}: {e.code} {e.read()[:200]!r}")
-                        return
-                    if pace:
-                        time.sleep(pace)
-        except OSError as exc:
-            with lock:
-                failures.append(f"{worker}: {exc}")
-
-    threads = [threading.Thread(target=participant, args=(k, w), daemon=True) for k, w in enumerate(crowd.workers)]
-    start = t0 = time.perf_counter()
+    run = ServeLoad(url, record, obs, crowd, pace, hits_per_worker, seed,
+                    time.monotonic() + duration if duration else None)
+    threads = [threading.Thread(target=run.participant, args=(k, w), daemon=True)
+               for k, w in enumerate(crowd.workers)]
+    run.start = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    elapsed = time.perf_counter() - t0
-    lat = np.array(latencies) if latencies else np.zeros(1)
-    return {"participants": workers, "answers": len(acked), "failures": failures, "seconds": elapsed,
-            "answers_per_second": len(acked) / elapsed if elapsed else 0.0,
-            "latency_ms": {q: float(np.percentile(lat, float(q[1:]))) for q in ("p50", "p90", "p99")} |
-            {"max": float(lat.max())},
-            "server_ms": {q: float(np.percentile(server_ms or [0.0], float(q[1:]))) for q in ("p50", "p90", "p99")},
-            "acked": acked, "latencies": list(zip(sent_at, latencies)),
-            "truth": obs.truth(record), "spammers": sorted(w for w, s in crowd.spammer.items() if s)}
+    return run.summary(workers, time.perf_counter() - run.start)
+
+
+@dataclass
+class ServeLoad:
+    """The simulated participants of simulate_serve: what they share, and what they measured."""
+
+    url: str
+    record: dict
+    obs: Observer
+    crowd: Crowd
+    pace: float
+    hits_per_worker: int
+    seed: int
+    t_end: Optional[float]  # time.monotonic() at which the participants stop; None: when they are done
+    start: float = 0.0  # time.perf_counter() when the participants started
+    latencies: List[float] = field(default_factory=list)
+    sent_at: List[float] = field(default_factory=list)  # seconds since the start, per latency
+    server_ms: List[float] = field(default_factory=list)  # the server's own time per answer (Server-Timing)
+    failures: List[str] = field(default_factory=list)
+    acked: list = field(default_factory=list)  # (assignment, position) of every answer the server took
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def participant(self, k: int, worker: str) -> None:
+        """One participant's visit: enter, consent, answer HITs; a failure is recorded, not raised."""
+        import http.cookiejar
+        import urllib.request
+
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, SIMULATE_STREAM, 2, k]))
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        url = self.url
+        try:
+            if self.pace:  # arrivals spread over the first PACE seconds, not all at one instant
+                time.sleep(rng.random() * self.pace)
+            opener.open(f"{url}?participant={worker}", timeout=30).read()
+            opener.open(urllib.request.Request(url + "begin", data=b"", method="POST"), timeout=30).read()
+            for _ in range(self.hits_per_worker):
+                a = json.loads(opener.open(url + "api/assignment", timeout=30).read())
+                if not a.get("assignment"):
+                    return
+                for t in a["trials"][a["answered"]:]:
+                    if self.t_end and time.monotonic() > self.t_end:
+                        return
+                    if not self.post_answer(opener, worker, a, t, rng):
+                        return
+                    if self.pace:
+                        time.sleep(self.pace)
+        except OSError as exc:
+            with self.lock:
+                self.failures.append(f"{worker}: {exc}")
+
+    def post_answer(self, opener, worker: str, a: dict, t: dict, rng) -> bool:
+        """Answer one trial and time the post; False when the server refused it."""
+        import urllib.error
+        import urllib.request
+
+        body = {"token": a["token"], "position": t["position"], "item": t["item"],
+                "response": judge(self.obs, self.crowd, worker, t["item"], t.get("p0side", ""), rng),
+                "rt_ms": int(rng.lognormal(math.log(2000), 0.3))}
+        if self.record["task"] == "jnd":
+            body["timing"] = "1000,250,1000"
+        req = urllib.request.Request(self.url + "api/answer", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        t0 = time.perf_counter()
+        try:
+            with opener.open(req, timeout=30) as r:
+                r.read()
+                timing = r.headers.get("Server-Timing", "")
+            t1 = time.perf_counter()
+            with self.lock:
+                self.latencies.append(1000 * (t1 - t0))
+                self.sent_at.append(t0 - self.start)
+                if "dur=" in timing:
+                    self.server_ms.append(float(timing.split("dur=")[1].split(";")[0]))
+                self.acked.append((a["assignment"], t["position"]))
+        except urllib.error.HTTPError as e:
+            with self.lock:
+                self.failures.append(f"{worker}: {e.code} {e.read()[:200]!r}")
+            return False
+        return True
+
+    def summary(self, participants: int, elapsed: float) -> dict:
+        lat = np.array(self.latencies) if self.latencies else np.zeros(1)
+        server_ms = self.server_ms or [0.0]
+        return {"participants": participants, "answers": len(self.acked), "failures": self.failures,
+                "seconds": elapsed, "answers_per_second": len(self.acked) / elapsed if elapsed else 0.0,
+                "latency_ms": {q: float(np.percentile(lat, float(q[1:]))) for q in ("p50", "p90", "p99")} |
+                {"max": float(lat.max())},
+                "server_ms": {q: float(np.percentile(server_ms, float(q[1:]))) for q in ("p50", "p90", "p99")},
+                "acked": self.acked, "latencies": list(zip(self.sent_at, self.latencies)),
+                "truth": self.obs.truth(self.record),
+                "spammers": sorted(w for w, s in self.crowd.spammer.items() if s)}

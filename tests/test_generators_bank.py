@@ -164,6 +164,83 @@ def test_a_diverging_network_is_marked_failed_and_the_others_go_on(tmp_path, mon
     assert result.exit_code == 0 and result.output.count("done") >= 3
 
 
+def a_bug_at(step_of_bug, network):
+    """NetworkTrainer.step, raising an error that is not a divergence in one network's step."""
+    from generators.training import NetworkTrainer
+
+    real_step = NetworkTrainer.step
+
+    def step(self, x, y, step):
+        if step == step_of_bug and self.network == network:
+            raise RuntimeError("a bug in the training step")
+        return real_step(self, x, y, step)
+    return step
+
+
+def test_a_bug_in_training_propagates_and_leaves_the_network_resumable(tmp_path, monkeypatch):
+    from bapps_build.errors import WorkError
+    from generators.training import NetworkTrainer
+
+    bank = make_bank(tmp_path / "b", [tiny(), tiny()])
+    s = settings(steps=4, checkpoint_every=2)
+    real_init = NetworkTrainer.__init__
+
+    def init(self, config, *args, **kw):
+        real_init(self, config, *args, **kw)
+        self.network = config["name"]
+
+    monkeypatch.setattr(NetworkTrainer, "__init__", init)
+    monkeypatch.setattr(NetworkTrainer, "step", a_bug_at(3, "net-001"))
+    with pytest.raises(WorkError) as info:
+        train_bank(bank.path, s, **QUIET)
+    assert info.value.kind == "RuntimeError" and "a bug in the training step" in str(info.value)
+    assert "net-001" in str(info.value)
+    st = bank.status("net-001")  # neither done nor failed: interrupted at its last saved state
+    assert st["state"] == "training" and st["steps_done"] == 2 and bank.resume_path("net-001").exists()
+    assert bank.status("net-000")["state"] == "done"
+    monkeypatch.undo()
+    logs = []
+    summary = train_bank(bank.path, s, progress=False, log=logs.append)
+    assert summary["trained"] == ["net-001"] and not summary["failed"]
+    assert any("net-001: resuming at step 2" in m for m in logs)
+    assert bank.status("net-001")["state"] == "done" and not bank.resume_path("net-001").exists()
+
+
+def test_a_bug_in_a_worker_process_stops_the_run_without_marking_the_network(tmp_path, monkeypatch):
+    """The process pool: the bug comes back from the worker, no network is marked failed."""
+    from bapps_build.errors import WorkError
+
+    hooks = tmp_path / "hooks"  # the spawned workers patch the step at start-up (a fresh interpreter)
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('BAPPS_TEST_BUG'):\n"
+        "    import generators.training as t\n"
+        "    real_init, real_step = t.NetworkTrainer.__init__, t.NetworkTrainer.step\n"
+        "    def init(self, config, *a, **k):\n"
+        "        real_init(self, config, *a, **k)\n"
+        "        self.network = config['name']\n"
+        "    def step(self, x, y, step):\n"
+        "        if step == 3 and self.network == 'net-001':\n"
+        "            raise RuntimeError('a bug in the training step')\n"
+        "        return real_step(self, x, y, step)\n"
+        "    t.NetworkTrainer.__init__, t.NetworkTrainer.step = init, step\n")
+    import os
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("BAPPS_TEST_BUG", "1")
+    bank = make_bank(tmp_path / "b", [tiny(), tiny()])
+    s = settings(steps=4, checkpoint_every=2)
+    with pytest.raises(WorkError) as info:
+        train_bank(bank.path, s, workers=2, **QUIET)
+    assert info.value.kind == "RuntimeError" and "net-001" in str(info.value)
+    assert "failed" not in [st["state"] for st in bank.statuses()]
+    assert bank.status("net-001")["state"] == "training" and bank.resume_path("net-001").exists()
+    monkeypatch.delenv("BAPPS_TEST_BUG")
+    train_bank(bank.path, s, **QUIET)
+    assert [st["state"] for st in bank.statuses()] == ["done", "done"]
+
+
 def test_missing_vgg_stops_before_training_and_no_vgg_drops_the_term(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     bank = make_bank(tmp_path / "b", [tiny(), tiny(loss={"vgg_weight": 1.5})])

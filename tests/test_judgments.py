@@ -19,10 +19,10 @@ from bapps_build.verify import verify_dataset
 from judgments.catalog import resolve_subset
 from judgments.cli import COMMANDS, evaluate, ingest, judgments, tasks
 from judgments.evaluate import EvaluateError, evaluate_dataset, score_2afc, score_jnd, voc_ap
-from judgments.ingest import IngestError, ingest_files
+from judgments.ingest import IngestError, ingest_files, report_dataset
 from judgments.layouts import template_variables
 from judgments.metrics import MetricError, get_metric
-from judgments.report import agreement, report_dataset
+from judgments.report import agreement
 from judgments.tasks import TaskSettings, TasksError, build_task_set, sentinels_per_hit
 from lpips_loader import JNDDataset, TwoAFCDataset
 from test_judgments_common import (flip, mturk_csv, read_input_rows, right_answer, tiny_dataset,  # noqa: F401

@@ -110,28 +110,43 @@ def consent_html(path: Optional[str]) -> str:
     return "\n".join(f"<p>{html.escape(p.strip())}</p>" for p in re.split(r"\n\s*\n", text) if p.strip())
 
 
-def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completion_url: Optional[str] = None,
-               hits_per_participant: int = 1) -> Starlette:
-    """The Starlette application serving `study`; tasks_dir holds its images/."""
-    tasks_dir = Path(tasks_dir)
-    record = study.record
-    task = record["task"]
-    practice = record["derived"]["practice_per_hit"]
-    images = ImageFolder(tasks_dir / "images", None, "images/")
-    consent_text = consent_html(consent)
+def refused(text: str, status: int = 400) -> HTMLResponse:
+    return page("Cannot start", f"<p>{html.escape(text)}</p>", status)
 
-    def participant_of(request: Request) -> Optional[str]:
-        return study.participant_from_cookie(request.cookies.get(COOKIE, ""))
 
-    def with_cookie(response: Response, request: Request, pid: str) -> Response:
-        response.set_cookie(COOKIE, study.cookie_value(pid), max_age=30 * 86400, httponly=True, samesite="lax",
+class StudySite:
+    """The pages and API of one study (create_app gives each its URL): the participant's way in,
+    consent, the task page, the answers, the completion page, the images and the admin view."""
+
+    def __init__(self, study: Study, tasks_dir, consent: Optional[str] = None, completion_url: Optional[str] = None,
+                 hits_per_participant: int = 1):
+        self.study = study
+        self.tasks_dir = Path(tasks_dir)
+        self.record = study.record
+        self.task = self.record["task"]
+        self.practice = self.record["derived"]["practice_per_hit"]
+        self.images = ImageFolder(self.tasks_dir / "images", None, "images/")
+        self.consent_text = consent_html(consent)
+        self.completion_url = completion_url
+        self.hits_per_participant = hits_per_participant
+
+    def routes(self) -> list:
+        return [Route("/", self.entry), Route("/begin", self.begin, methods=["POST"]), Route("/task", self.task_page),
+                Route("/api/assignment", self.assignment_json), Route("/api/answer", self.answer, methods=["POST"]),
+                Route("/done", self.done), Route("/images/{name}", self.image), Route("/admin", self.admin),
+                Route("/admin.json", self.admin_json), Route("/health", self.health)]
+
+    # ------------------------------------------------------------ participants
+
+    def participant_of(self, request: Request) -> Optional[str]:
+        return self.study.participant_from_cookie(request.cookies.get(COOKIE, ""))
+
+    def with_cookie(self, response: Response, request: Request, pid: str) -> Response:
+        response.set_cookie(COOKIE, self.study.cookie_value(pid), max_age=30 * 86400, httponly=True, samesite="lax",
                             secure=request.url.scheme == "https")
         return response
 
-    def refused(text: str, status: int = 400) -> HTMLResponse:
-        return page("Cannot start", f"<p>{html.escape(text)}</p>", status)
-
-    async def entry(request: Request):
+    async def entry(self, request: Request):
         q = request.query_params
         study_id = session_id = ""
         if "PROLIFIC_PID" in q:
@@ -142,116 +157,128 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
         elif "participant" in q:
             pid, source = q["participant"], "lab"
         else:
-            pid, source = participant_of(request) or f"p-{secrets.token_hex(6)}", "cookie"
+            pid, source = self.participant_of(request) or f"p-{secrets.token_hex(6)}", "cookie"
         if not valid_id(pid):
             return refused("The participant id must be 1 to 64 letters, digits or - _ . @ characters.")
+        study = self.study
         await run_in_threadpool(study.add_participant, pid, source, study_id, session_id)
         if await run_in_threadpool(study.active_assignment, pid):
-            return with_cookie(RedirectResponse("task", status_code=303), request, pid)
-        if await run_in_threadpool(study.completed_assignments, pid) >= hits_per_participant:
-            return with_cookie(RedirectResponse("done", status_code=303), request, pid)
-        body = (f"<h2>Before you start</h2>{consent_text}<h3>What you will do</h3>{INSTRUCTIONS[task]}"
+            return self.with_cookie(RedirectResponse("task", status_code=303), request, pid)
+        if await run_in_threadpool(study.completed_assignments, pid) >= self.hits_per_participant:
+            return self.with_cookie(RedirectResponse("done", status_code=303), request, pid)
+        body = (f"<h2>Before you start</h2>{self.consent_text}<h3>What you will do</h3>{INSTRUCTIONS[self.task]}"
                 f'<form method="post" action="begin"><button type="submit" id="consent">I agree: start</button></form>')
-        return with_cookie(page("Before you start", body), request, pid)
+        return self.with_cookie(page("Before you start", body), request, pid)
 
-    async def begin(request: Request):
-        pid = participant_of(request)
+    async def begin(self, request: Request):
+        pid = self.participant_of(request)
         if pid is None:
             return RedirectResponse(".", status_code=303)
-        await run_in_threadpool(study.consent, pid)
+        await run_in_threadpool(self.study.consent, pid)
         return RedirectResponse("task", status_code=303)
 
-    async def current_assignment(pid: str):
+    async def current_assignment(self, pid: str):
+        study = self.study
         a = await run_in_threadpool(study.active_assignment, pid)
-        if a is None and await run_in_threadpool(study.completed_assignments, pid) < hits_per_participant:
+        if a is None and await run_in_threadpool(study.completed_assignments, pid) < self.hits_per_participant:
             a = await run_in_threadpool(study.assign, pid)
         return a
 
-    async def task_page(request: Request):
-        pid = participant_of(request)
-        if pid is None or not await run_in_threadpool(study.has_consented, pid):
+    async def consented(self, request: Request) -> Optional[str]:
+        """The participant of the request, if known and consented."""
+        pid = self.participant_of(request)
+        if pid is None or not await run_in_threadpool(self.study.has_consented, pid):
+            return None
+        return pid
+
+    # ------------------------------------------------------------ the task
+
+    async def task_page(self, request: Request):
+        pid = await self.consented(request)
+        if pid is None:
             return RedirectResponse(".", status_code=303)
-        a = await current_assignment(pid)
+        a = await self.current_assignment(pid)
         if a is None:
-            if await run_in_threadpool(study.completed_assignments, pid):
+            if await run_in_threadpool(self.study.completed_assignments, pid):
                 return RedirectResponse("done", status_code=303)
             return page("Thank you", "<p>Every part of this study has all the answers it needs: there is nothing "
                                      "left to do. Thank you for coming.</p>")
+        # rendering 200 trials takes a few ms: off the event loop
+        text = await run_in_threadpool(self.task_html, a)
+        return HTMLResponse(text, headers={"Cache-Control": "no-store"})
+
+    def task_html(self, a: dict) -> str:
+        """The task page of the assignment's trials not yet answered, posting each answer as it is given."""
         trials = a["trials"]
         remaining = trials[a["answered"]:]
         row = {}
         for i, trial in enumerate(remaining, 1):
-            row.update(trial_row(record, trial, i, images))
+            row.update(trial_row(self.record, trial, i, self.images))
         config = {"token": a["token"], "offset": a["answered"], "total": len(trials), "answer_url": "api/answer",
                   "done_url": "done"}
-        text = await run_in_threadpool(render_served_layout, task, len(remaining), max(0, practice - a["answered"]),
-                                       row, config)
-        return HTMLResponse(text, headers={"Cache-Control": "no-store"})
+        return render_served_layout(self.task, len(remaining), max(0, self.practice - a["answered"]), row, config)
 
-    async def assignment_json(request: Request):
-        pid = participant_of(request)
-        if pid is None or not await run_in_threadpool(study.has_consented, pid):
+    async def assignment_json(self, request: Request):
+        pid = await self.consented(request)
+        if pid is None:
             return JSONResponse({"error": "no participant: open the study URL and consent first"}, 403)
-        a = await current_assignment(pid)
+        a = await self.current_assignment(pid)
         if a is None:
             return JSONResponse({"assignment": None})
         return JSONResponse({"assignment": a["id"], "token": a["token"], "hit": a["hit"], "answered": a["answered"],
-                             "task": task, "trials": [{"position": k, **t} for k, t in enumerate(a["trials"], 1)]})
+                             "task": self.task, "trials": [{"position": k, **t} for k, t in enumerate(a["trials"], 1)]})
 
-    async def answer(request: Request):
+    async def answer(self, request: Request):
         started = time.perf_counter()
-        response = await take_answer(request)
+        response = await self.take_answer(request)
         # the server's own share of the latency, for load tests (the client sees queueing on top)
         response.headers["Server-Timing"] = f"app;dur={1000 * (time.perf_counter() - started):.2f}"
         return response
 
-    async def take_answer(request: Request):
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return JSONResponse({"error": "send the answer as application/json"}, 415)
+    async def take_answer(self, request: Request):
+        data = await answer_of(request)
+        if isinstance(data, Response):
+            return data
         try:
-            body = await read_limited(request, MAX_BODY)
-        except BodyTooLarge:
-            return JSONResponse({"error": f"an answer is at most {MAX_BODY} bytes"}, 413)
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"error": "the body is not JSON"}, 400)
-        if not isinstance(data, dict) or not {"token", "position", "item", "response"} <= set(data) \
-                or set(data) - ANSWER_FIELDS:
-            return JSONResponse({"error": "an answer is an object with token, position, item, response "
-                                          "(and rt_ms, timing), nothing else"}, 400)
-        try:
-            job = study.answer_job(data["token"], data["position"], data["item"], data["response"],
-                                   data.get("rt_ms"), data.get("timing") or "")
-            # no thread waits on the commit: the writer thread wakes this coroutine when it is done
-            loop = asyncio.get_running_loop()
-            committed = loop.create_future()
-
-            def wake():
-                loop.call_soon_threadsafe(lambda: committed.done() or committed.set_result(None))
-            pending = study.submit(job, wake)
-            try:
-                await asyncio.wait_for(asyncio.shield(committed), 60)
-            except asyncio.TimeoutError:
-                return JSONResponse({"error": "the database is busy; try again"}, 503)
-            value, exc = pending[0]
-            if exc is not None:
-                raise exc
-            result = study.answer_outcome(value)
+            result = await self.commit_answer(data)
         except AnswerRefused as exc:
             return JSONResponse({"error": exc.reason}, exc.status)
+        if result is None:
+            return JSONResponse({"error": "the database is busy; try again"}, 503)
         return JSONResponse({"ok": True, **result})
 
-    async def done(request: Request):
-        pid = participant_of(request)
+    async def commit_answer(self, data: dict) -> Optional[dict]:
+        """Store one answer; its outcome, or None when the database did not commit it within a minute."""
+        study = self.study
+        job = study.answer_job(data["token"], data["position"], data["item"], data["response"],
+                               data.get("rt_ms"), data.get("timing") or "")
+        # no thread waits on the commit: the writer thread wakes this coroutine when it is done
+        loop = asyncio.get_running_loop()
+        committed = loop.create_future()
+
+        def wake():
+            loop.call_soon_threadsafe(lambda: committed.done() or committed.set_result(None))
+        pending = study.submit(job, wake)
+        try:
+            await asyncio.wait_for(asyncio.shield(committed), 60)
+        except asyncio.TimeoutError:
+            return None
+        value, exc = pending[0]
+        if exc is not None:
+            raise exc
+        return study.answer_outcome(value)
+
+    async def done(self, request: Request):
+        pid = self.participant_of(request)
+        study = self.study
         if pid is None or not await run_in_threadpool(study.completed_assignments, pid):
             return RedirectResponse(".", status_code=303)
         code = html.escape(study.completion_code)
         more = ""
-        if await run_in_threadpool(study.completed_assignments, pid) < hits_per_participant:
+        if await run_in_threadpool(study.completed_assignments, pid) < self.hits_per_participant:
             more = '<form method="post" action="begin"><button type="submit" id="another">Go on with another block</button></form>'
-        if completion_url:
-            target = html.escape(completion_url, quote=True)
+        if self.completion_url:
+            target = html.escape(self.completion_url, quote=True)
             body = (f"<h2>Thank you</h2><p>All your answers are saved. Your completion code: <b id='code'>{code}</b></p>"
                     f"<p>Taking you back to <a id='complete' href=\"{target}\">the study platform</a>...</p>"
                     f"<script>setTimeout(function () {{ window.location.replace("
@@ -261,54 +288,80 @@ def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completio
                 f"{more}")
         return page("Thank you", body)
 
-    async def image(request: Request):
+    async def image(self, request: Request):
         name = request.path_params["name"]
-        path = tasks_dir / "images" / name
+        path = self.tasks_dir / "images" / name
         if not IMAGE_NAME.match(name) or not path.is_file():
             return Response("not found", 404)
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
-    def admin_allowed(request: Request) -> bool:
+    # ------------------------------------------------------------ admin
+
+    def admin_allowed(self, request: Request) -> bool:
         given = request.query_params.get("token", "")
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
-        return bool(given) and secrets.compare_digest(given.encode(), study.admin_token.encode())
+        return bool(given) and secrets.compare_digest(given.encode(), self.study.admin_token.encode())
 
-    async def admin_json(request: Request):
-        if not admin_allowed(request):
+    async def admin_json(self, request: Request):
+        if not self.admin_allowed(request):
             return JSONResponse({"error": "the admin token printed at start is needed (?token= or Bearer)"}, 401)
-        return JSONResponse(await run_in_threadpool(study.progress), headers={"Cache-Control": "no-store"})
+        return JSONResponse(await run_in_threadpool(self.study.progress), headers={"Cache-Control": "no-store"})
 
-    async def admin(request: Request):
-        if not admin_allowed(request):
+    async def admin(self, request: Request):
+        if not self.admin_allowed(request):
             return page("Admin", "<p>The admin token printed when the server started is needed: "
                                  "/admin?token=TOKEN.</p>", 401)
-        p = await run_in_threadpool(study.progress)
-        h, a = p["hits"], p["assignments"]
-        per_example = ", ".join(f"{n} judgment(s): {k} example(s)" for n, k in p["judgments_per_example"].items())
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                x["participant"], x["source"], x["complete"], x["active"], x["answers"],
-                f"{x['sentinel_accuracy']:.0%} of {x['sentinels']}" if x["sentinel_accuracy"] is not None else "-",
-                x["median_rt_ms"] if x["median_rt_ms"] is not None else "-")) + "</tr>"
-            for x in p["participants"])
-        body = (f"<h2>{html.escape(p['tasks'])} ({p['task']}), {p['judgments']} judgments per example</h2>"
-                f"<p>HITs: <b>{h['done']}</b> done, <b>{h['in_progress']}</b> in progress, <b>{h['left']}</b> left "
-                f"(of {h['total']}). Assignments: {a['complete']} complete, {a['active']} active, {a['released']} "
-                f"released.</p><p>Test examples by answers so far: {html.escape(per_example)}</p>"
-                f"<table><tr><th>participant</th><th>source</th><th>complete</th><th>active</th><th>answers</th>"
-                f"<th>sentinels right</th><th>median ms per trial</th></tr>{rows}</table>")
-        return page("Admin", body, extra_head='<meta http-equiv="refresh" content="5">')
+        p = await run_in_threadpool(self.study.progress)
+        return page("Admin", admin_html(p), extra_head='<meta http-equiv="refresh" content="5">')
 
-    async def health(request: Request):
+    async def health(self, request: Request):
         return JSONResponse({"ok": True})
 
-    routes = [Route("/", entry), Route("/begin", begin, methods=["POST"]), Route("/task", task_page),
-              Route("/api/assignment", assignment_json), Route("/api/answer", answer, methods=["POST"]),
-              Route("/done", done), Route("/images/{name}", image), Route("/admin", admin),
-              Route("/admin.json", admin_json), Route("/health", health)]
-    app = Starlette(routes=routes)
+
+async def answer_of(request: Request):
+    """The answer object a request posts, or the error response that refuses it."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return JSONResponse({"error": "send the answer as application/json"}, 415)
+    try:
+        body = await read_limited(request, MAX_BODY)
+    except BodyTooLarge:
+        return JSONResponse({"error": f"an answer is at most {MAX_BODY} bytes"}, 413)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return JSONResponse({"error": "the body is not JSON"}, 400)
+    if not isinstance(data, dict) or not {"token", "position", "item", "response"} <= set(data) \
+            or set(data) - ANSWER_FIELDS:
+        return JSONResponse({"error": "an answer is an object with token, position, item, response "
+                                      "(and rt_ms, timing), nothing else"}, 400)
+    return data
+
+
+def admin_html(p: dict) -> str:
+    """The admin page's body: progress of the HITs and one row per participant."""
+    h, a = p["hits"], p["assignments"]
+    per_example = ", ".join(f"{n} judgment(s): {k} example(s)" for n, k in p["judgments_per_example"].items())
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            x["participant"], x["source"], x["complete"], x["active"], x["answers"],
+            f"{x['sentinel_accuracy']:.0%} of {x['sentinels']}" if x["sentinel_accuracy"] is not None else "-",
+            x["median_rt_ms"] if x["median_rt_ms"] is not None else "-")) + "</tr>"
+        for x in p["participants"])
+    return (f"<h2>{html.escape(p['tasks'])} ({p['task']}), {p['judgments']} judgments per example</h2>"
+            f"<p>HITs: <b>{h['done']}</b> done, <b>{h['in_progress']}</b> in progress, <b>{h['left']}</b> left "
+            f"(of {h['total']}). Assignments: {a['complete']} complete, {a['active']} active, {a['released']} "
+            f"released.</p><p>Test examples by answers so far: {html.escape(per_example)}</p>"
+            f"<table><tr><th>participant</th><th>source</th><th>complete</th><th>active</th><th>answers</th>"
+            f"<th>sentinels right</th><th>median ms per trial</th></tr>{rows}</table>")
+
+
+def create_app(study: Study, tasks_dir, consent: Optional[str] = None, completion_url: Optional[str] = None,
+               hits_per_participant: int = 1) -> Starlette:
+    """The Starlette application serving `study`; tasks_dir holds its images/."""
+    site = StudySite(study, tasks_dir, consent, completion_url, hits_per_participant)
+    app = Starlette(routes=site.routes())
     app.add_middleware(SecurityHeaders)
     return app
 
