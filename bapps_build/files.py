@@ -19,6 +19,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .errors import InputFileError
+
 TEMP_SUFFIX = ".partial"
 
 
@@ -265,7 +267,7 @@ def read_jsonl(path) -> Iterator[dict]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+                raise InputFileError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
 
 
 def jsonl_line(record: dict) -> str:

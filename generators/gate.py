@@ -106,7 +106,7 @@ def gate_network(bank, name: str, device: str = "cpu", patches=None) -> dict:
 
     status = bank.status(name)
     if status.get("state") not in ("done", "rejected") or not bank.checkpoint_path(name).exists():
-        raise ValueError(f"{name} is {status.get('state')}, not trained: nothing to gate")
+        raise BankError(f"{name} is {status.get('state')}, not trained: nothing to gate")
     refs = patches if patches is not None else gate_patches()
     rng = np.random.default_rng(GATE_SEED)
     config = bank.config(name)

@@ -14,8 +14,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from bapps_build.sources import SourceError
 from distortions import generator, to_uint8
 
+from .bank import BankError
 from .config import summarize_config
 from .corruptions import apply_corruption, sample_corruption
 
@@ -39,7 +41,7 @@ def preview_patches(count: int, seed: int, sources: Sequence[str] = (), patch_si
                            val_fraction=0.0) for p in paths]
     usable, _, _ = select_sources(scan, "train")
     if not usable:
-        raise ValueError("no usable source image for the preview patches; give --sources")
+        raise SourceError("no usable source image for the preview patches; give --sources")
     cache = SourceCache()
     return [sample_patch(generator(np.random.SeedSequence([seed, k])), cfg, usable, cache.get)[2]
             for k in range(count)]
@@ -53,7 +55,7 @@ def preview_sheet(bank_path, count: int = 4, seed: int = 0, sources: Sequence[st
     names = list(networks or loaded.names)
     unknown = [n for n in names if n not in loaded.names]
     if unknown:
-        raise ValueError(f"not trained networks of {loaded.path}: {', '.join(unknown)}")
+        raise BankError(f"not trained networks of {loaded.path}: {', '.join(unknown)}")
     patches = preview_patches(count, seed, sources)
     size = patches[0].shape[0]
     big, small = size * zoom, max(16, size * zoom // 2)
