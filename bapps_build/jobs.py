@@ -200,7 +200,7 @@ def progress_bar(total, desc, unit, enabled, initial=0):
 
 
 # build.json setting -> the option that sets it, where its name differs from --<key> or none does
-SETTING_OPTIONS = {"name": "--subset", "generators": "--bank"}
+SETTING_OPTIONS = {"name": "--subset", "generators": "--bank (the generator bank)"}
 # settings no command-line option sets (a Python caller's, or this version's)
 NOT_OPTIONS = {"kind": "the kind of build", "max_flat_attempts": "max_flat_attempts (Python setting)",
                "min_chain": "min_chain (Python setting)", "context_margin": "context_margin (Python setting)",
