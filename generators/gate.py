@@ -102,6 +102,7 @@ def score_outputs(refs, outs) -> Dict[str, object]:
 
 def gate_network(bank, name: str, device: str = "cpu", patches=None) -> dict:
     """Score one done network; write the decision into its status file; return the status."""
+    from .bank import BankError
     from .corruptions import apply_corruption, sample_corruption
 
     status = bank.status(name)

@@ -6,7 +6,6 @@
 - a UserError is `Error: message`; anything else is a bug and keeps its traceback, in a worker too.
 """
 import ast
-import json
 import pickle
 import re
 import textwrap
