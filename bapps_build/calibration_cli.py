@@ -11,10 +11,8 @@ import distortions
 
 from .calibration import (CALIBRATION_SEED, N_PATCHES, format_table, run_calibration, target_visibility,
                           write_calibration)
-from .errors import friendly_errors as people_errors
+from .cli_errors import friendly_errors
 from .files import write_json_atomic
-
-friendly_errors = people_errors((ValueError, RuntimeError, FileNotFoundError))
 
 
 def plugin_calibration_path(plugin: str) -> Path:

@@ -10,17 +10,14 @@ import numpy as np
 import distortions
 
 from . import __version__
-from .build import BuildError, format_report, run_build
-from .errors import friendly_errors as people_errors
-from .config import BuildConfig, ConfigError
-from .replay import ReplayError, replay_example, resolve_subset
-from .sources import SourceError, UnusableSource
+from .build import format_report, run_build
+from .cli_aliases import RenamedOption
+from .cli_errors import friendly_errors, traceback_option
+from .config import BuildConfig
+from .replay import replay_example
+from .subsets import resolve_subset, subset_rel
 
-PEOPLE_ERRORS = (BuildError, ConfigError, SourceError, ReplayError, UnusableSource, ValueError,
-                 FileNotFoundError, RuntimeError, KeyError)
-
-
-friendly_errors = people_errors(PEOPLE_ERRORS)
+SUBSET_HELP = "Which subset: its NAME when unique in DATASET (e.g. traditional), or TASK/SPLIT/SUBSET."
 
 
 plugin_option = click.option(
@@ -53,6 +50,7 @@ def split_names(values):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bapps-build")
+@traceback_option
 def main():
     """Build BAPPS-style perceptual-similarity datasets for LPIPS.
 
@@ -125,9 +123,9 @@ def distort_options(fn):
     return fn
 
 
-generators_option = click.option(
-    "--generators", "bank", type=click.Path(exists=True, file_okay=False), default=None,
-    help="A trained generator bank (`bapps-build generators train`): enables the cnn family.")
+bank_option = click.option(
+    "--bank", "bank", cls=RenamedOption, old=["--generators"], type=click.Path(exists=True, file_okay=False),
+    default=None, help="A trained generator bank (`bapps-build generators train`): enables the cnn family.")
 
 
 def load_bank(bank, device="cpu"):
@@ -141,9 +139,9 @@ def load_bank(bank, device="cpu"):
 @distort_options
 @click.option("--subset", type=click.Choice(["traditional", "cnn", "mix"]), default="traditional",
               show_default=True,
-              help="traditional: the 20 families. cnn: a generator bank's networks (needs --generators). "
+              help="traditional: the 20 families. cnn: a generator bank's networks (needs --bank). "
                    "mix: p0 and p1 each drawn from traditional and cnn together.")
-@generators_option
+@bank_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the cnn family's networks run (cpu replays bit-exactly).")
 @friendly_errors
@@ -169,7 +167,7 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
     hooks, extra = None, None
     if subset != "traditional":
         if not bank:
-            raise click.UsageError(f"--subset {subset} needs --generators BANK (a trained generator bank; "
+            raise click.UsageError(f"--subset {subset} needs --bank BANK (a trained generator bank; "
                                    "see `bapps-build generators --help`)")
         from generators.integration import distort_hooks
 
@@ -200,7 +198,7 @@ def distort(n, out, task, split, val_fraction, seed, workers, sources, resume, p
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
               help="Also write the chain (family, severity, params) as JSON here.")
 @plugin_option
-@generators_option
+@bank_option
 @friendly_errors
 def apply(image, spec, out, seed, record, plugins, bank):
     """Apply a chain of distortions to any image.
@@ -210,7 +208,7 @@ def apply(image, spec, out, seed, record, plugins, bank):
       bapps-build apply photo.jpg --chain gaussian_blur:0.5+jpeg:0.8 --out out.png
       bapps-build apply photo.jpg --chain jpeg:quality=10 --out out.png
       bapps-build apply photo.jpg --chain pink_noise --seed 3 --out out.png
-      bapps-build apply photo.jpg --chain cnn --generators bank --out out.png
+      bapps-build apply photo.jpg --chain cnn --bank bank --out out.png
     """
     from .files import encode_png
     from .sources import read_source, to_float
@@ -283,7 +281,7 @@ def families(as_json, group, plugins):
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--id", "example_id", type=click.IntRange(min=0), required=True, help="Example id (its stem).")
-@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@click.option("--subset", default=None, help=SUBSET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the full comparison and record as JSON.")
 @plugin_option
 @friendly_errors
@@ -293,6 +291,7 @@ def replay(dataset, example_id, subset, as_json, plugins):
     \b
     Example:
       bapps-build replay dataset --id 123
+      bapps-build replay dataset --id 123 --subset traditional
     """
     path = resolve_subset(dataset, subset)
     result = replay_example(path, example_id, plugins)
@@ -350,7 +349,7 @@ def verify(dataset, no_checksums):
 @click.option("--sample", type=click.IntRange(min=1), default=None,
               help="Measure only N examples per subset, drawn at random (fast look at a big tree).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
-@click.option("--subset", default=None, help="Only TASK/SPLIT/SUBSET.")
+@click.option("--subset", default=None, help="Only this subset: NAME when unique, or TASK/SPLIT/SUBSET.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def stats(dataset, json_out, sample, seed, subset, quiet):
@@ -364,12 +363,11 @@ def stats(dataset, json_out, sample, seed, subset, quiet):
 
     Example: bapps-build stats data/ --sample 2000 --json profile.json
     """
-    from .stats import StatsError, format_profile, profile_dataset
+    from .stats import format_profile, profile_dataset
 
-    try:
-        results = profile_dataset(dataset, sample=sample, seed=seed, progress=not quiet, subset=subset)
-    except StatsError as exc:
-        raise click.ClickException(str(exc)) from None
+    if subset:
+        subset = subset_rel(resolve_subset(dataset, subset))
+    results = profile_dataset(dataset, sample=sample, seed=seed, progress=not quiet, subset=subset)
     for p in results:
         click.echo(format_profile(p))
     if json_out:
@@ -382,26 +380,26 @@ def stats(dataset, json_out, sample, seed, subset, quiet):
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="sheet.png or sheet.html")
-@click.option("--count", "--n", "count", type=click.IntRange(min=1), default=24, show_default=True,
-              help="How many examples.")
+@click.option("--n", "n", cls=RenamedOption, old=["--count"], type=click.IntRange(min=1), default=24,
+              show_default=True, help="How many examples.")
 @click.option("--seed", type=int, default=None, help="Pick examples at random with this seed (default: the first).")
 @click.option("--ids", default=None, help="Comma-separated example ids to show.")
 @click.option("--zoom", type=click.IntRange(1, 16), default=3, show_default=True, help="Pixel zoom.")
-@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@click.option("--subset", default=None, help=SUBSET_HELP)
 @friendly_errors
-def preview(dataset, out, count, seed, ids, zoom, subset):
+def preview(dataset, out, n, seed, ids, zoom, subset):
     """Draw a grid of examples with each patch's chain written under it.
 
     \b
     Examples:
       bapps-build preview dataset --out sheet.png
-      bapps-build preview dataset --out sheet.html --count 100 --seed 1
+      bapps-build preview dataset --out sheet.html --n 100 --seed 1 --subset traditional
     """
     from .preview import write_preview
 
     path = resolve_subset(dataset, subset)
     id_list = [int(x) for x in ids.split(",")] if ids else None
-    shown = write_preview(path, out, count=count, seed=seed, ids=id_list, zoom=zoom)
+    shown = write_preview(path, out, count=n, seed=seed, ids=id_list, zoom=zoom)
     click.echo(f"wrote {out} ({shown} examples from {path})")
 
 
@@ -417,7 +415,8 @@ def preview(dataset, out, count, seed, ids, zoom, subset):
 @click.argument("more_outputs", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of triplets.")
 @click.option("--out", type=click.Path(file_okay=False), default="dataset", show_default=True)
-@click.option("--name", required=True, help="Subset name: superres, deblur, color, frameinterp, ...")
+@click.option("--subset", "subset", cls=RenamedOption, old=["--name"], required=True,
+              help="Name of the subset to write: superres, deblur, color, frameinterp, ...")
 @click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--patch-size", type=click.IntRange(16, 4096), default=64, show_default=True)
@@ -432,7 +431,7 @@ def preview(dataset, out, count, seed, ids, zoom, subset):
 @click.option("--resume", is_flag=True, help="Finish an interrupted build (same settings).")
 @click.option("--quiet", is_flag=True)
 @friendly_errors
-def real(reference, outputs, more_outputs, n, out, name, split, seed, patch_size, scale_range, flat_threshold,
+def real(reference, outputs, more_outputs, n, out, subset, split, seed, patch_size, scale_range, flat_threshold,
          fmt, maxcount, workers, executor, scheduler, resume, quiet):
     """Triplets from the outputs of real algorithms (BAPPS's superres, deblur, color, frameinterp).
 
@@ -442,11 +441,11 @@ def real(reference, outputs, more_outputs, n, out, name, split, seed, patch_size
 
     \b
     Example:
-      bapps-build real --reference gt/ --outputs edsr/ bicubic/ srgan/ --n 10000 --name superres
+      bapps-build real --reference gt/ --outputs edsr/ bicubic/ srgan/ --n 10000 --subset superres
     """
     from .real import RealConfig, run_real
 
-    cfg = RealConfig(n=n, name=name, seed=seed, split=split, patch_size=patch_size, scale_range=tuple(scale_range),
+    cfg = RealConfig(n=n, name=subset, seed=seed, split=split, patch_size=patch_size, scale_range=tuple(scale_range),
                      flat_threshold=flat_threshold, format=fmt, maxcount=maxcount)
     report = run_real(cfg, reference, list(outputs) + list(more_outputs), out, workers=workers, resume=resume,
                       progress=not quiet, log=lambda m: echo(m, err=True), executor=executor,

@@ -5,15 +5,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
+from .errors import ConfigError  # noqa: F401  (raised here; bapps_build.config.ConfigError for callers)
 from .patch_spec import FLAT_THRESHOLD, MAX_FLAT_ATTEMPTS, PatchSpec
 from .sources import DEFAULT_MAX_PIXELS
 
 TASK_CHOICES = ("2afc", "jnd")
 SPLIT_CHOICES = ("train", "val")
-
-
-class ConfigError(ValueError):
-    """A setting that makes no sense; the message names the option."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,8 @@ class BuildConfig:
         need(0 < lo <= hi and math.isfinite(hi), f"--scale-range needs 0 < MIN <= MAX, got {lo} {hi}")
         need(0 <= self.flat_threshold < 0.5, f"--flat-threshold must be in [0, 0.5), got {self.flat_threshold}")
         need(1 <= self.min_chain <= self.longest_chain <= 20,
-             f"--max-chain must be in 1..20 and at least --min-chain, got {self.min_chain}..{self.max_chain}")
+             f"--max-chain must be in 1..20 and at least min_chain (a Python setting), got "
+             f"{self.min_chain}..{self.max_chain}")
         if self.severity_range is not None:
             s_lo, s_hi = self.severity_range
             need(0 <= s_lo <= s_hi <= 1, f"--severity-range needs 0 <= MIN <= MAX <= 1, got {s_lo} {s_hi}")

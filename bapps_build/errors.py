@@ -1,21 +1,51 @@
-"""Errors meant for people, shown as `Error: message` (exit status 1), not as a traceback."""
+"""Errors meant for people, and failures carried back from units of work.
+
+A person's mistake (a setting, an input file, a missing extra) is a `UserError`, raised on
+purpose; the command line shows it as `Error: message` (exit status 1). Anything else is a
+bug and keeps its traceback. Conditions of the machine (a missing file, a full disk, no
+memory: OSError, MemoryError) are shown like user errors, since no code is wrong.
+This module imports no click: the core raises these; the command line's side is cli_errors.
+"""
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
-import click
+from distortions.errors import UserError
+
+__all__ = ["UserError", "ConfigError", "InputFileError", "MissingExtra", "is_user_error", "traceback_wanted", "for_terminal",
+           "WorkError", "describe_failure", "work_error_detail", "worker_bug"]
 
 
-def _print_traceback(exc: BaseException) -> None:
-    """A bug's traceback stays available: printed on request, with the worker's side when there is one."""
-    import traceback
+class ConfigError(UserError, ValueError):
+    """A setting that makes no sense; the message names the option."""
 
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    detail = work_error_detail(exc)
-    if detail:
-        print("\nIn the worker:\n" + detail, file=sys.stderr)
+
+class InputFileError(UserError, ValueError):
+    """A file given to a command (a manifest, an index, a results file) that cannot be read as what it
+    should be; the message names the file and the line or field."""
+
+
+class MissingExtra(UserError, RuntimeError):
+    """An optional dependency a command needs is not installed; the message says what to install."""
+
+
+# not a mistake in code: shown as a message, like a UserError
+ENVIRONMENT_ERRORS = (OSError, MemoryError)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether exc is for people (a message says it all) rather than a bug (a traceback is needed)."""
+    return isinstance(exc, (UserError,) + ENVIRONMENT_ERRORS)
+
+
+TRACEBACK_ENV = "BAPPS_BUILD_TRACEBACK"
+OLD_TRACEBACK_ENV = "BAPPS_BUILD_DEBUG"  # its first name, still honoured
+
+
+def traceback_wanted() -> bool:
+    """BAPPS_BUILD_TRACEBACK=1 (or the older BAPPS_BUILD_DEBUG=1): show user errors' tracebacks too."""
+    return any(os.environ.get(name, "") not in ("", "0") for name in (TRACEBACK_ENV, OLD_TRACEBACK_ENV))
 
 
 MAX_LINE = 2000
@@ -34,39 +64,9 @@ def for_terminal(message: str) -> str:
     return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
 
-def friendly_errors(people_errors):
-    """A decorator for click commands: the given exception types become click errors.
-
-    people_errors is a tuple of exception types, or a function returning one (so that a
-    package can name its errors without importing its heavy modules up front).
-    """
-
-    def decorate(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            caught = people_errors() if callable(people_errors) else people_errors
-            try:
-                return fn(*args, **kwargs)
-            except click.ClickException:
-                raise
-            except caught as exc:
-                if os.environ.get(DEBUG_ENV):
-                    _print_traceback(exc)
-                raise click.ClickException(for_terminal(str(exc))) from None
-            except WorkError as exc:
-                if os.environ.get(DEBUG_ENV):
-                    _print_traceback(exc)
-                raise click.ClickException(for_terminal(f"{exc} (run with {DEBUG_ENV}=1 to see the traceback)")) from None
-
-        return wrapper
-
-    return decorate
-
-
 # ---------------------------------------------------------------- failures inside units of work
 
 MAX_MESSAGE = 500  # characters of a cause's message shown (a 50 MB id is not echoed whole)
-DEBUG_ENV = "BAPPS_BUILD_DEBUG"
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
@@ -76,14 +76,15 @@ def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
 
 class WorkError(Exception):
     """An exception raised inside a unit of work (any executor), carried to the driver with where it
-    happened: the cause's type and message, and its full traceback as text (`detail`), since the
-    worker's frames do not cross processes. Picklable by construction (strings only)."""
+    happened: the cause's type and message, whether it was meant for people (`user_error`: a
+    UserError or a condition of the machine; otherwise a bug), and its full traceback as text
+    (`detail`), since the worker's frames do not cross processes. Picklable (strings and a bool)."""
 
     def __init__(self, where: str, cause: BaseException = None, *, kind: str = "", message: str = "",
-                 detail: str = "", places=None):
+                 detail: str = "", places=None, user_error: bool = False):
         if isinstance(cause, WorkError):
             places = [*cause.places, where]
-            kind, message, detail = cause.kind, cause.message, cause.detail
+            kind, message, detail, user_error = cause.kind, cause.message, cause.detail, cause.user_error
         elif cause is not None:
             import traceback
 
@@ -91,8 +92,9 @@ class WorkError(Exception):
             kind = type(cause).__name__
             message = str(cause)
             detail = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+            user_error = is_user_error(cause)
         self.places = list(places or [where])
-        self.kind, self.message, self.detail = kind, message, detail
+        self.kind, self.message, self.detail, self.user_error = kind, message, detail, user_error
         super().__init__(str(self))
 
     @property
@@ -104,17 +106,11 @@ class WorkError(Exception):
         return f"at {self.where}: {self.kind}: {shorten(self.message)}"
 
     def __reduce__(self):
-        return (_rebuild_work_error, (self.places, self.kind, self.message, self.detail))
+        return (_rebuild_work_error, (self.places, self.kind, self.message, self.detail, self.user_error))
 
 
-def _rebuild_work_error(places, kind, message, detail):
-    return WorkError(places[0], kind=kind, message=message, detail=detail, places=places)
-
-
-# causes that say what is wrong by themselves: no traceback hint
-_PEOPLE_KINDS = {"BuildError", "SourceError", "UnusableSource", "ConfigError", "LockError", "ExportError",
-                 "ShardError", "OSError", "PermissionError", "FileNotFoundError", "IsADirectoryError", "NotARegularFile",
-                 "MemoryError"}
+def _rebuild_work_error(places, kind, message, detail, user_error=False):
+    return WorkError(places[0], kind=kind, message=message, detail=detail, places=places, user_error=user_error)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -122,8 +118,7 @@ def describe_failure(exc: BaseException) -> str:
     from concurrent.futures.process import BrokenProcessPool
 
     if isinstance(exc, WorkError):
-        bug = exc.kind not in _PEOPLE_KINDS
-        return str(exc) + (f" ({DEBUG_ENV}=1 shows the traceback)" if bug else "")
+        return str(exc)
     if isinstance(exc, BrokenProcessPool):
         return ("a worker process died (killed, or out of memory) while working; the machine's log "
                 "(dmesg) may say why")
@@ -132,12 +127,27 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {shorten(exc)}"
 
 
-def work_error_detail(exc: BaseException) -> str:
-    """The worker-side traceback text carried by a WorkError in exc's chain, if any."""
+def _chain(exc: BaseException):
+    """exc and the exceptions it was raised from or during, innermost last."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, WorkError) and exc.detail:
-            return exc.detail
+        yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+def work_error_detail(exc: BaseException) -> str:
+    """The worker-side traceback text carried by a WorkError in exc's chain, if any."""
+    for e in _chain(exc):
+        if isinstance(e, WorkError) and e.detail:
+            return e.detail
+    return ""
+
+
+def worker_bug(exc: BaseException) -> str:
+    """The worker's traceback when exc (a user error such as `the build stopped: ...`) was caused
+    by a bug inside a unit of work; "" when the cause was meant for people, or there is none."""
+    for e in _chain(exc):
+        if isinstance(e, WorkError):
+            return "" if e.user_error else (e.detail or f"{e.kind}: {e.message}")
     return ""

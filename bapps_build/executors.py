@@ -19,7 +19,7 @@ import queue
 import uuid
 from typing import Callable, Iterable, Optional
 
-from .errors import WorkError
+from .errors import ConfigError, MissingExtra, WorkError
 
 EXECUTORS = ("local", "dask")
 
@@ -119,9 +119,9 @@ def run_units(fn: Callable, context, units: Iterable[int], *, workers: int, on_r
         return run_dask(fn, context, units, workers=workers, on_result=on_result, on_progress=on_progress,
                         setup=setup, scheduler=scheduler, unit_name=unit_name)
     if executor != "local":
-        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if scheduler:
-        raise ValueError("--scheduler goes with --executor dask")
+        raise ConfigError("--scheduler goes with --executor dask")
     return run_local(fn, context, units, workers=workers, on_result=on_result, on_progress=on_progress,
                      setup=setup, unit_name=unit_name)
 
@@ -246,7 +246,7 @@ def run_dask(fn, context, units, *, workers, on_result, on_progress=lambda n: No
         import dask
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
-        raise RuntimeError("--executor dask needs dask.distributed: pip install 'bapps-build[dask]'") from None
+        raise MissingExtra("--executor dask needs dask.distributed: pip install 'bapps-build[dask]'") from None
     units = list(units)
     if not units:
         return

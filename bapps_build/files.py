@@ -20,6 +20,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .errors import InputFileError
+
 TEMP_SUFFIX = ".partial"
 
 
@@ -278,7 +280,7 @@ def read_jsonl(path) -> Iterator[dict]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+                raise InputFileError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
 
 
 def jsonl_line(record: dict) -> str:

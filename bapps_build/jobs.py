@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .executors import default_workers, run_units
-from .errors import WorkError, describe_failure
+from .errors import UserError, WorkError, describe_failure
 from .files import (AtomicFile, encode_png, remove_partials, sha256_bytes, sha256_file, write_atomic,
                     write_json_atomic)
 from .locks import FolderLock
@@ -40,7 +40,7 @@ BATCH = 64  # examples made (and inferred, for cnn) together inside a chunk
 MIN_CHUNK, MAX_CHUNK = 10, 200  # examples per chunk (bapps trees)
 
 
-class BuildError(RuntimeError):
+class BuildError(UserError, RuntimeError):
     """The build cannot go on; the message says why and what to do."""
 
 
@@ -200,6 +200,22 @@ def progress_bar(total, desc, unit, enabled, initial=0):
                 file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
 
+# build.json setting -> the option that sets it, where its name differs from --<key> or none does
+SETTING_OPTIONS = {"name": "--subset", "generators": "--bank (the generator bank)"}
+# settings no command-line option sets (a Python caller's, or this version's)
+NOT_OPTIONS = {"kind": "the kind of build", "max_flat_attempts": "max_flat_attempts (Python setting)",
+               "min_chain": "min_chain (Python setting)", "context_margin": "context_margin (Python setting)",
+               "extra": "extra settings (Python setting)",
+               "seed_scheme": "the seed scheme (the existing build was made by another version of bapps-build)"}
+
+
+def describe_setting(key: str) -> str:
+    """How a --resume refusal names a setting: its option (`--patch-size`), or in words."""
+    if key in NOT_OPTIONS:
+        return NOT_OPTIONS[key]
+    return SETTING_OPTIONS.get(key, f"--{key.replace('_', '-')}")
+
+
 def setting_differences(old: dict, new: dict) -> List[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -209,7 +225,7 @@ def setting_differences(old: dict, new: dict) -> List[str]:
             elif key == "plugin_digests":
                 out.append("the plugin files differ")
             else:
-                out.append(f"--{key.replace('_', '-')}: {old.get(key)!r} in the existing build, "
+                out.append(f"{describe_setting(key)}: {old.get(key)!r} in the existing build, "
                            f"{new.get(key)!r} now")
     return out
 

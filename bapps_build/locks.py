@@ -33,10 +33,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .errors import UserError
+
 LOCK_SUFFIX = ".lock"
 
 
-class LockError(RuntimeError):
+class LockError(UserError, RuntimeError):
     """Another command holds the folder (or held it, on another host); the message says what to do."""
 
 

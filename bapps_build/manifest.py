@@ -17,13 +17,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
+from .errors import UserError
+
 SCHEMA_VERSION = 2
 SCHEMA_FILE = "manifest.schema.json"
 REAL_FAMILY = "real"  # the family name of a real-algorithm step (not a distortion family)
 SIDES = ("p0", "p1")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest line that is not a record (not JSON, or not a JSON object)."""
 
 

@@ -17,9 +17,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from distortions import describe_chain
 
+from .errors import UserError
 from .layout import IMAGE_FOLDERS, MANIFEST
 from .manifest import is_real_side, read_manifest, real_output
 from .replay import read_example_files
+
+
+class PreviewError(UserError, ValueError):
+    """The sheet cannot be drawn as asked (ids not in the manifest, an output name without a known type)."""
 
 
 def select_records(subset_path: Path, count: int, seed: Optional[int] = None, ids=None) -> List[dict]:
@@ -32,7 +37,7 @@ def select_records(subset_path: Path, count: int, seed: Optional[int] = None, id
         found = [r for r in read_manifest(manifest) if r["id"] in wanted]
         missing = wanted - {r["id"] for r in found}
         if missing:
-            raise ValueError(f"no example with id {sorted(missing)[:5]} in {manifest}")
+            raise PreviewError(f"no example with id {sorted(missing)[:5]} in {manifest}")
         return found
     if seed is None:
         out = []
@@ -87,7 +92,7 @@ def _font(size: int):
 def contact_sheet(subset_path, records: List[dict], zoom: int = 3, columns: int = 2) -> Image.Image:
     subset_path = Path(subset_path)
     if not records:
-        raise ValueError("no examples to preview")
+        raise PreviewError("no examples to preview")
     font = _font(11)
     folders = IMAGE_FOLDERS[_task_of(records[0])]
     patch = _images(subset_path, records[0])[folders[0]].size[0] * zoom
@@ -162,5 +167,5 @@ def write_preview(subset_path, out, count=24, seed=None, ids=None, zoom=3, colum
     elif out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
         contact_sheet(subset_path, records, zoom, columns).save(out)
     else:
-        raise ValueError(f"--out {out}: use a .png or .html file name")
+        raise PreviewError(f"--out {out}: use a .png or .html file name")
     return len(records)

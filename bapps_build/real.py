@@ -22,7 +22,8 @@ import numpy as np
 
 from .executors import default_workers
 from .files import sha256_bytes
-from .jobs import BuildError, Job, check_target, holding_lock, open_job, plan_chunk_size, run_job
+from .errors import ConfigError
+from .jobs import Job, check_target, holding_lock, open_job, plan_chunk_size, run_job
 from .layout import stem, stem_width, subset_dir
 from .manifest import real_output, real_step, upgrade_record
 from .patch_spec import FLAT_THRESHOLD, MAX_FLAT_ATTEMPTS, PatchSpec
@@ -123,7 +124,7 @@ def match_outputs(reference_dir, output_dirs: Sequence, *, min_size: int, max_pi
 @dataclass(frozen=True)
 class RealConfig:
     n: int
-    name: str
+    name: str  # the subset's name (`real --subset`), recorded as "name" in build.json
     seed: int = 0
     split: str = "val"
     patch_size: int = 64
@@ -136,12 +137,12 @@ class RealConfig:
 
     def __post_init__(self):
         if self.n < 1:
-            raise BuildError(f"--n must be positive, got {self.n}")
+            raise ConfigError(f"--n must be positive, got {self.n}")
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
-            raise BuildError(f"--name must be a plain folder name such as superres, got {self.name!r}")
+            raise ConfigError(f"--subset must be a plain folder name such as superres, got {self.name!r}")
         lo, hi = self.scale_range
         if not 0 < lo <= hi or not math.isfinite(hi):
-            raise BuildError(f"--scale-range needs 0 < MIN <= MAX, got {lo} {hi}")
+            raise ConfigError(f"--scale-range needs 0 < MIN <= MAX, got {lo} {hi}")
 
     @property
     def patch_spec(self) -> PatchSpec:

@@ -3,41 +3,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 import distortions
 
+from .errors import UserError
 from .files import decode_png, encode_png, sha256_bytes
-from .layout import MANIFEST, find_subsets
+from .layout import MANIFEST
 from .manifest import find_record as find_in_manifest, upgrade_record
 from .shards import find_sample, is_shard_set
 from .recipes import reference_patch, render
 from .sources import UnusableSource, read_source
 
 
-class ReplayError(RuntimeError):
-    pass
-
-
-def resolve_subset(path, subset: Optional[str] = None) -> Path:
-    """A subset folder from either the folder itself or a dataset root (+ task/split/subset)."""
-    path = Path(path)
-    if (path / MANIFEST).exists() or (path / "build.json").exists():
-        return path
-    if subset:
-        candidate = path / subset
-        if not candidate.is_dir():
-            raise ReplayError(f"{candidate} does not exist")
-        return candidate
-    found = find_subsets(path)
-    if len(found) == 1:
-        return found[0][3]
-    if not found:
-        raise ReplayError(f"{path} holds no BAPPS subset (no manifest.jsonl under <task>/<split>/<subset>)")
-    names = ", ".join(f"{t}/{s}/{n}" for t, s, n, _ in found)
-    raise ReplayError(f"{path} holds several subsets ({names}); pick one with --subset TASK/SPLIT/SUBSET")
+class ReplayError(UserError, RuntimeError):
+    """The example cannot be replayed as asked (no such id, a missing manifest or source)."""
 
 
 def read_example_files(subset_path: Path, stem: str, folders) -> dict:

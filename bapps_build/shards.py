@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Tuple
 
+from .errors import UserError
 from .layout import STEM_PATTERN
 
 BLOCK = 512
@@ -93,7 +94,7 @@ def write_shard(path, samples: Iterable[Tuple[str, Dict[str, bytes]]]) -> dict:
             "first_key": first, "last_key": last}
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A shard a reader must not trust: a member name or size outside the format, or a damaged tar."""
 
 
@@ -170,14 +171,14 @@ def write_index(folder, name: str, task: str, shards: List[dict], extra=None) ->
 
 
 def read_index(folder) -> dict:
-    """A shard set's index.json; a damaged one raises ValueError naming the file."""
+    """A shard set's index.json; a damaged one raises ShardError (a ValueError) naming the file."""
     path = Path(folder) / INDEX
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ValueError(f"{path}: not valid JSON ({str(exc)[:200]}); export or build the shard set again") from None
+        raise ShardError(f"{path}: not valid JSON ({str(exc)[:200]}); export or build the shard set again") from None
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
-        raise ValueError(f"{path}: not a shard index (a JSON object with a list of shards)")
+        raise ShardError(f"{path}: not a shard index (a JSON object with a list of shards)")
     return index
 
 
@@ -193,7 +194,8 @@ def find_sample(folder, key: str) -> Dict[str, bytes]:
             for k, fields in read_shard(Path(folder) / shard["file"]):
                 if k == key:
                     return fields
-    raise KeyError(f"no sample {key} in the shards of {folder}")
+    raise ShardError(f"no sample {key} in the shards of {folder}, though its index lists it; export or build "
+                     "the shard set again")
 
 
 def verify_shard_set(folder, task: str, folders, label: str, manifest_records=None) -> List[str]:

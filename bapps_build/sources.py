@@ -19,6 +19,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
 from .files import NotARegularFile, read_regular_file
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
@@ -39,11 +40,11 @@ DEFAULT_MAX_PIXELS = 200_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half an image
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A source set the build cannot use at all (raised before any work starts)."""
 
 
-class UnusableSource(Exception):
+class UnusableSource(UserError):
     """One file that is skipped, with the reason a person reads in the report."""
 
 

@@ -39,6 +39,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 
+from .errors import UserError
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, find_subsets
 from .manifest import REAL_FAMILY, read_manifest, upgrade_record
 from .shards import INDEX, is_shard_set, read_shard
@@ -49,7 +50,7 @@ HARD_RATIO = 1.5  # sides within x1.5 of each other's visibility: a hard triplet
 BUILD_SAMPLE = 256  # examples measured (about 12 ms each on a loaded core: a few seconds) for report.json's "difficulty" at the end of a build
 
 
-class StatsError(RuntimeError):
+class StatsError(UserError, RuntimeError):
     pass
 
 

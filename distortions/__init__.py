@@ -7,12 +7,15 @@
 from ._common import colored_noise, draw_seed, finish, generator, lerp, seeded, to_uint8
 from .chain import (apply_chain, chain_families, describe_chain, parse_chain_spec, sample_chain,
                     sample_step, to_jsonable)
-from .registry import (ENTRY_POINT_GROUP, Family, UnknownFamilyError, all_families, family_names,
+from .errors import (CalibrationError, ChainSpecError, FamilyError, PluginError, UnknownFamilyError,
+                     UserError)
+from .registry import (ENTRY_POINT_GROUP, Family, all_families, family_names,
                        get_family, load_plugin_file, loaded_plugin_files, register)
 
 __all__ = [
     "Family", "register", "get_family", "all_families", "family_names", "load_plugin_file",
-    "loaded_plugin_files", "UnknownFamilyError", "ENTRY_POINT_GROUP",
+    "loaded_plugin_files", "ENTRY_POINT_GROUP",
+    "UserError", "UnknownFamilyError", "ChainSpecError", "FamilyError", "PluginError", "CalibrationError",
     "apply_chain", "sample_chain", "sample_step", "parse_chain_spec", "describe_chain",
     "chain_families", "to_jsonable", "colored_noise", "to_uint8",
     # for authors of families: seeds, severity maps and the output contract

@@ -15,6 +15,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import CalibrationError
+
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 SEVERITY_KNOTS = tuple(float(s) for s in np.linspace(0.0, 1.0, 9))
 
@@ -26,11 +28,11 @@ def _check_knots(name: str, severity: Sequence[float], strength: Sequence[float]
     s = [float(v) for v in severity]
     t = [float(v) for v in strength]
     if len(s) != len(t) or len(s) < 2:
-        raise ValueError(f"calibration of {name!r}: severity and strength knots must be two lists of equal length >= 2")
+        raise CalibrationError(f"calibration of {name!r}: severity and strength knots must be two lists of equal length >= 2")
     if s[0] != 0.0 or s[-1] != 1.0 or any(b <= a for a, b in zip(s, s[1:])):
-        raise ValueError(f"calibration of {name!r}: severity knots must rise strictly from 0 to 1")
+        raise CalibrationError(f"calibration of {name!r}: severity knots must rise strictly from 0 to 1")
     if any(not 0.0 <= v <= 1.0 for v in t) or any(b < a for a, b in zip(t, t[1:])):
-        raise ValueError(f"calibration of {name!r}: strength knots must be non-decreasing in [0, 1]")
+        raise CalibrationError(f"calibration of {name!r}: strength knots must be non-decreasing in [0, 1]")
     return tuple(s), tuple(t)
 
 
@@ -44,7 +46,7 @@ def load_calibration_file(path) -> Dict[str, dict]:
     doc = json.loads(Path(path).read_text())
     families = doc.get("families")
     if not isinstance(families, dict):
-        raise ValueError(f"{path}: not a calibration file (no 'families' object); "
+        raise CalibrationError(f"{path}: not a calibration file (no 'families' object); "
                          "`bapps-build calibrate` writes them")
     for name, knots in families.items():
         register_calibration(name, knots["severity"], knots["strength"])

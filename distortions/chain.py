@@ -13,6 +13,7 @@ import numpy as np
 
 from ._common import as_float_rgb, draw_seed, generator
 from .calibration import severity_to_strength
+from .errors import ChainSpecError
 from .registry import get_family
 
 
@@ -47,7 +48,7 @@ def sample_step(name: str, rng: np.random.Generator, severity: Optional[float] =
     family = get_family(name)
     sev = float(rng.uniform(0.0, 1.0)) if severity is None else float(severity)
     if not 0.0 <= sev <= 1.0:
-        raise ValueError(f"severity of {name} must be in [0, 1], got {sev}")
+        raise ChainSpecError(f"severity of {name} must be in [0, 1], got {sev}")
     params = to_jsonable(family.sample(generator(draw_seed(rng)), severity_to_strength(name, sev)))
     return {"family": name, "severity": sev, "params": params}
 
@@ -133,13 +134,13 @@ def parse_chain_spec(spec: str, rng: np.random.Generator) -> List[dict]:
     but no severity records severity None.
     """
     if not spec or not spec.strip():
-        raise ValueError("empty chain spec; example: gaussian_blur:0.5+jpeg:0.8")
+        raise ChainSpecError("empty chain spec; example: gaussian_blur:0.5+jpeg:0.8")
     chain = []
     for part in _split_top_level(spec.strip(), "+"):
         fields = [f for f in part.split(":", 2)]
         name = fields[0].strip()
         if not name:
-            raise ValueError(f"chain spec {spec!r}: an empty family name before or after '+'")
+            raise ChainSpecError(f"chain spec {spec!r}: an empty family name before or after '+'")
         severity, overrides = None, {}
         for field in fields[1:]:
             field = field.strip()
@@ -147,20 +148,20 @@ def parse_chain_spec(spec: str, rng: np.random.Generator) -> List[dict]:
                 for item in _split_top_level(field, ","):
                     key, eq, value = item.partition("=")
                     if not eq or not key.strip():
-                        raise ValueError(f"chain spec {spec!r}: {item!r} is not key=value")
+                        raise ChainSpecError(f"chain spec {spec!r}: {item!r} is not key=value")
                     overrides[key.strip()] = _parse_value(value.strip())
             else:
                 try:
                     severity = float(field)
                 except ValueError:
-                    raise ValueError(f"chain spec {spec!r}: {field!r} is neither a severity in [0, 1] "
+                    raise ChainSpecError(f"chain spec {spec!r}: {field!r} is neither a severity in [0, 1] "
                                      "nor key=value params") from None
                 if not 0.0 <= severity <= 1.0:
-                    raise ValueError(f"chain spec {spec!r}: severity {severity} of {name} is not in [0, 1]")
+                    raise ChainSpecError(f"chain spec {spec!r}: severity {severity} of {name} is not in [0, 1]")
         step = sample_step(name, rng, severity)
         unknown = sorted(set(overrides) - set(step["params"]))
         if unknown:
-            raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters: "
+            raise ChainSpecError(f"{name} has no parameter {', '.join(unknown)}; its parameters: "
                              f"{', '.join(sorted(step['params']))}")
         step["params"].update(to_jsonable(overrides))
         if overrides and severity is None:

@@ -21,6 +21,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
+from .errors import FamilyError, PluginError, UnknownFamilyError
+
 ENTRY_POINT_GROUP = "bapps_build.distortions"
 GROUPS = ("photometric", "noise", "blur", "spatial", "compression", "cnn", "other")
 
@@ -42,16 +44,11 @@ class Family:
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
-            raise ValueError(
+            raise FamilyError(
                 f"family name {self.name!r} must be short lower-case letters, digits and '_' "
                 "(it is written into manifests and read back years later)")
         if not callable(self.sample) or not callable(self.apply):
             raise TypeError(f"family {self.name!r}: sample and apply must be callables")
-
-
-class UnknownFamilyError(KeyError):
-    def __str__(self):  # KeyError quotes its message; people read this one
-        return self.args[0]
 
 
 _FAMILIES: Dict[str, Family] = {}
@@ -63,7 +60,7 @@ def register(family: Family, *, replace: bool = False) -> Family:
     """Add a family to the registry; a second family of the same name is an error."""
     old = _FAMILIES.get(family.name)
     if old is not None and not replace and old is not family:
-        raise ValueError(
+        raise FamilyError(
             f"a distortion family named {family.name!r} is already registered "
             f"(from {old.source}); choose another name")
     _FAMILIES[family.name] = family
@@ -119,7 +116,7 @@ def load_plugin_file(path) -> List[str]:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise RuntimeError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
     for fam in _families_in(module):
         if fam.name not in _FAMILIES or _FAMILIES[fam.name] is not fam:
             register(Family(**{**fam.__dict__, "source": f"file {resolved}"}))
@@ -127,7 +124,7 @@ def load_plugin_file(path) -> List[str]:
     added = sorted(set(_FAMILIES) - before)
     _load_sidecar_calibration(p)
     if not added:
-        raise RuntimeError(
+        raise PluginError(
             f"plugin file {path} defined no distortion family: call distortions.register(Family(...)) "
             "in it or define FAMILIES = [Family(...)]")
     return added

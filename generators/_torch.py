@@ -1,12 +1,14 @@
 """torch is optional: the traditional build never imports it; the cnn family needs it."""
 from __future__ import annotations
 
+from bapps_build.errors import ConfigError, MissingExtra
+
 TORCH_MISSING = ("the cnn family and `bapps-build generators` need PyTorch: install the cnn extra: "
                  "pip install 'bapps-build[cnn]' (torch>=2.1)")
 
 
-class TorchMissing(RuntimeError):
-    pass
+class TorchMissing(MissingExtra):
+    """PyTorch is not installed (a RuntimeError, as before)."""
 
 
 def require_torch():
@@ -25,8 +27,8 @@ def resolve_device(device: str = "cpu") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}: this machine has no CUDA GPU that torch can use "
+        raise ConfigError(f"--device {device}: this machine has no CUDA GPU that torch can use "
                            "(use --device cpu or auto)")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
     return device

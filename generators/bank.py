@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
+from bapps_build.errors import UserError
 from bapps_build.files import atomic_path, write_json_atomic
 
 from .config import DEFAULT_RANGES, config_sha256, network_name, sample_bank_configs, validate_config
@@ -32,11 +33,11 @@ CHECKPOINT_FORMAT = "bapps-build-generator-checkpoint/1"
 STATES = ("pending", "training", "done", "failed", "rejected")  # rejected: by the quality gate (gate.py)
 
 
-class BankError(RuntimeError):
+class BankError(UserError, RuntimeError):
     """A bank that cannot be used as it is; the message says what to do."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -55,7 +56,7 @@ def sample_bank(out, count: int, seed: int, ranges: Optional[Mapping] = None) ->
     anything else in OUT is refused.
     """
     if count < 1:
-        raise BankError(f"--count must be at least 1, got {count}")
+        raise BankError(f"--n must be at least 1, got {count}")
     out = Path(out)
     ranges = dict(ranges or DEFAULT_RANGES)
     configs = sample_bank_configs(seed, count, ranges)
@@ -84,7 +85,7 @@ class Bank:
         meta_file = self.path / BANK_FILE
         if not meta_file.exists():
             raise BankError(f"{self.path} is not a generator bank (no {BANK_FILE}); make one with "
-                            "`bapps-build generators sample --count 96 --seed 0 --out BANK`")
+                            "`bapps-build generators sample --n 96 --seed 0 --out BANK`")
         self.meta = json.loads(meta_file.read_text())
         if self.meta.get("format") != BANK_FORMAT:
             raise BankError(f"{meta_file}: unknown format {self.meta.get('format')!r} (expected {BANK_FORMAT})")
@@ -125,7 +126,7 @@ class Bank:
 
     def write_status(self, name: str, status: Mapping) -> None:
         if status.get("state") not in STATES:
-            raise ValueError(f"unknown state {status.get('state')!r}")
+            raise BankError(f"unknown state {status.get('state')!r}")
         write_json_atomic(self.status_path(name), dict(status))
 
     def statuses(self) -> List[dict]:

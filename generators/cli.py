@@ -8,23 +8,10 @@ import json
 
 import click
 
-from bapps_build.errors import friendly_errors as people_errors
+from bapps_build.cli_aliases import RenamedOption
+from bapps_build.cli_errors import friendly_errors
 
 DEFAULT_STEPS = 200
-
-
-def _people_errors():
-    from bapps_build.sources import SourceError, UnusableSource
-
-    from ._torch import TorchMissing
-    from .bank import BankError, CheckpointError
-    from .config import ConfigError
-
-    return (BankError, CheckpointError, ConfigError, TorchMissing, SourceError, UnusableSource, ValueError,
-            FileNotFoundError, RuntimeError)
-
-
-friendly_errors = people_errors(_people_errors)
 
 
 def _names(values):
@@ -40,36 +27,37 @@ def generators():
 
     \b
     A bank is made in three steps:
-      bapps-build generators sample --count 96 --seed 0 --out bank    # one JSON config per network
+      bapps-build generators sample --n 96 --seed 0 --out bank        # one JSON config per network
       bapps-build generators train bank --steps 200                   # resumable, network by network
       bapps-build generators preview bank --out sheet.png             # look at what they do
     then used by:
-      bapps-build distort --n 1000 --subset cnn --generators bank --out dataset
+      bapps-build distort --n 1000 --subset cnn --bank bank --out dataset
     """
 
 
 @generators.command("sample")
-@click.option("--count", type=click.IntRange(min=1), default=96, show_default=True, help="Number of networks.")
+@click.option("--n", "n", cls=RenamedOption, old=["--count"], type=click.IntRange(min=1), default=96,
+              show_default=True, help="Number of networks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Bank seed; network i depends only on (seed, i).")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="The bank folder.")
 @friendly_errors
-def sample_command(count, seed, out):
-    """Draw COUNT network configs at random and write one JSON file per network.
+def sample_command(n, seed, out):
+    """Draw N network configs at random and write one JSON file per network.
 
     \b
     Example:
-      bapps-build generators sample --count 96 --seed 0 --out bank
+      bapps-build generators sample --n 96 --seed 0 --out bank
     """
     from .bank import sample_bank
     from .config import summarize_config
 
-    bank = sample_bank(out, count, seed)
+    bank = sample_bank(out, n, seed)
     for c in bank.configs()[:10]:
         click.echo(summarize_config(c))
-    if count > 10:
-        click.echo(f"... and {count - 10} more")
-    click.echo(f"wrote {count} configs to {bank.path} (seed {seed}); next: bapps-build generators train {out}")
+    if n > 10:
+        click.echo(f"... and {n - 10} more")
+    click.echo(f"wrote {n} configs to {bank.path} (seed {seed}); next: bapps-build generators train {out}")
 
 
 @generators.command("train")
@@ -205,13 +193,14 @@ def list_command(bank, as_json):
 @generators.command("preview")
 @click.argument("bank", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="sheet.png")
-@click.option("--count", type=click.IntRange(1, 32), default=4, show_default=True, help="Patches per network.")
+@click.option("--n", "n", cls=RenamedOption, old=["--count"], type=click.IntRange(1, 32), default=4,
+              show_default=True, help="Patches per network.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Which patches.")
 @click.option("--sources", multiple=True, help="Where the patches come from (default: the scikit-image photos).")
 @click.option("--zoom", type=click.IntRange(1, 8), default=2, show_default=True)
 @click.option("--networks", multiple=True, help="Only these networks (comma-separated names).")
 @friendly_errors
-def preview_command(bank, out, count, seed, sources, zoom, networks):
+def preview_command(bank, out, n, seed, sources, zoom, networks):
     """Draw each trained network's output on the same few patches, labelled with its config.
 
     \b
@@ -220,7 +209,7 @@ def preview_command(bank, out, count, seed, sources, zoom, networks):
     """
     from .preview import write_preview
 
-    sheet = write_preview(bank, out, count=count, seed=seed, sources=sources, zoom=zoom, networks=_names(networks))
+    sheet = write_preview(bank, out, count=n, seed=seed, sources=sources, zoom=zoom, networks=_names(networks))
     click.echo(f"wrote {out} ({sheet.size[0]}x{sheet.size[1]})")
 
 

@@ -44,6 +44,7 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
+from bapps_build.errors import UserError
 from distortions import generator
 
 CONFIG_FORMAT = "bapps-build-generator-config/1"
@@ -77,7 +78,7 @@ DEFAULT_RANGES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A generator config that the networks cannot honour; the message names the field."""
 
 

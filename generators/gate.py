@@ -102,11 +102,12 @@ def score_outputs(refs, outs) -> Dict[str, object]:
 
 def gate_network(bank, name: str, device: str = "cpu", patches=None) -> dict:
     """Score one done network; write the decision into its status file; return the status."""
+    from .bank import BankError
     from .corruptions import apply_corruption, sample_corruption
 
     status = bank.status(name)
     if status.get("state") not in ("done", "rejected") or not bank.checkpoint_path(name).exists():
-        raise ValueError(f"{name} is {status.get('state')}, not trained: nothing to gate")
+        raise BankError(f"{name} is {status.get('state')}, not trained: nothing to gate")
     refs = patches if patches is not None else gate_patches()
     rng = np.random.default_rng(GATE_SEED)
     config = bank.config(name)

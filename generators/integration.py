@@ -12,7 +12,7 @@ The family (registered by :func:`register_bank`):
   trained checkpoint, so a retrained network is never silently swapped in.
 - ``apply(image, params)``: the corruption, then the network, clipped to [0, 1] float32.
 
-Subsets (``bapps-build distort --subset cnn|mix --generators BANK``):
+Subsets (``bapps-build distort --subset cnn|mix --bank BANK``):
 
 - ``cnn``: every distorted patch is one cnn step (severity drawn in --severity-range;
   --max-chain does not apply).
@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import distortions
+from bapps_build.errors import ConfigError
 from bapps_build.recipes import apply_in_context, center, images_by_folder
 from distortions import Family, finish, sample_chain, sample_step
 
@@ -119,7 +120,7 @@ class LoadedBank:
 
 def active_bank() -> LoadedBank:
     if _ACTIVE is None:
-        raise BankError("the cnn family has no generator bank: pass --generators BANK "
+        raise BankError("the cnn family has no generator bank: pass --bank BANK "
                         "(a bank trained with `bapps-build generators train`)")
     return _ACTIVE
 
@@ -251,7 +252,7 @@ def distort_hooks(bank_path, subset: str, families: Optional[Sequence[str]] = No
     loaded = register_bank(bank_path, device)
     if subset == "cnn":
         if families and any(f != "cnn" for f in families):
-            raise ValueError("--families chooses the traditional families of --subset mix; --subset cnn uses "
+            raise ConfigError("--families chooses the traditional families of --subset mix; --subset cnn uses "
                              "only the generator bank")
         fams, sampler = ["cnn"], cnn_chain_sampler
     elif subset == "mix":

@@ -14,8 +14,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from bapps_build.sources import SourceError
 from distortions import generator, to_uint8
 
+from .bank import BankError
 from .config import summarize_config
 from .corruptions import apply_corruption, sample_corruption
 
@@ -30,7 +32,6 @@ def _font(size: int):
 def preview_patches(count: int, seed: int, sources: Sequence[str] = (), patch_size: int = 64) -> List[np.ndarray]:
     """count uint8 patches, from the sources of both splits, cut as `distort` cuts them."""
     from bapps_build.patch_spec import PatchSpec
-    from bapps_build.sources import SourceError
     from bapps_build.split import load_split
 
     spec = PatchSpec(patch_size=patch_size)
@@ -48,7 +49,7 @@ def preview_sheet(bank_path, count: int = 4, seed: int = 0, sources: Sequence[st
     names = list(networks or loaded.names)
     unknown = [n for n in names if n not in loaded.names]
     if unknown:
-        raise ValueError(f"not trained networks of {loaded.path}: {', '.join(unknown)}")
+        raise BankError(f"not trained networks of {loaded.path}: {', '.join(unknown)}")
     patches = preview_patches(count, seed, sources)
     size = patches[0].shape[0]
     big, small = size * zoom, max(16, size * zoom // 2)

@@ -43,6 +43,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bapps_build.errors import ConfigError
 from distortions import generator
 
 from ._torch import require_torch, resolve_device
@@ -70,15 +71,15 @@ class TrainSettings:
 
     def __post_init__(self):
         if self.epochs is None and (self.steps is None or self.steps < 1):
-            raise ValueError("give --steps N (N >= 1) or --epochs E")
+            raise ConfigError("give --steps N (N >= 1) or --epochs E")
         if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"--epochs must be > 0, got {self.epochs}")
+            raise ConfigError(f"--epochs must be > 0, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 16 <= self.patch_size <= 1024:
-            raise ValueError(f"--patch-size must be in 16..1024, got {self.patch_size}")
+            raise ConfigError(f"--patch-size must be in 16..1024, got {self.patch_size}")
         if self.checkpoint_every < 1:
-            raise ValueError("--checkpoint-every must be at least 1")
+            raise ConfigError("--checkpoint-every must be at least 1")
 
 
 class Diverged(RuntimeError):

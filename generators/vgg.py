@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
+from bapps_build.errors import UserError
+
 from ._torch import require_torch
 
 torch = require_torch()
@@ -35,11 +37,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class VGGWeightsMissing(RuntimeError):
+class VGGWeightsMissing(UserError, RuntimeError):
     pass
 
 
-class VGGWeightsInvalid(RuntimeError):
+class VGGWeightsInvalid(UserError, RuntimeError):
     pass
 
 

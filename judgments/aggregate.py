@@ -12,11 +12,13 @@ import warnings
 
 import numpy as np
 
+from bapps_build.errors import UserError
+
 MODELS = {"majority-vote": "MajorityVote", "wawa": "Wawa", "dawid-skene": "DawidSkene", "glad": "GLAD",
           "mmsr": "MMSR"}
 
 
-class AggregateError(ValueError):
+class AggregateError(UserError, ValueError):
     pass
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from bapps_build.errors import UserError
 from bapps_build.layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, STEM_PATTERN, find_subsets
+from bapps_build.subsets import resolve_subset as core_resolve_subset
 from bapps_build.manifest import read_manifest
 
 JUDGMENTS_DIR = "judgments"  # beside ref/ p0/ p1/: the LPIPS loader never lists it
@@ -28,7 +30,7 @@ KIND_NAMES = {KIND_TEST: "test", KIND_SENTINEL: "sentinel", KIND_PRACTICE: "prac
 EXPECTED_VALUES = {"p0": 0, "p1": 1, "different": 0, "same": 1}
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError, ValueError):
     """The dataset or a task record is not what the ingester needs; the message says what to do."""
 
 
@@ -97,20 +99,8 @@ def dataset_subsets(root) -> List[Subset]:
 
 
 def resolve_subset(root, subset: Optional[str] = None) -> Subset:
-    """One subset from a dataset root (+ TASK/SPLIT/SUBSET when it holds several) or its folder."""
-    root = Path(root)
-    if subset:
-        candidate = root / subset
-        if not candidate.is_dir():
-            raise CatalogError(f"{candidate} does not exist")
-        return load_subset(candidate)
-    found = dataset_subsets(root)
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise CatalogError(f"{root} holds no BAPPS subset (<task>/<split>/<subset>/ with a manifest.jsonl)")
-    names = ", ".join(s.rel for s in found)
-    raise CatalogError(f"{root} holds several subsets ({names}); pick one with --subset TASK/SPLIT/SUBSET")
+    """The subset `--subset` names (bare NAME or TASK/SPLIT/SUBSET; see bapps_build.subsets), loaded."""
+    return load_subset(core_resolve_subset(root, subset))
 
 
 @dataclass(frozen=True)

@@ -9,25 +9,18 @@ from pathlib import Path
 
 import click
 
-from bapps_build.errors import friendly_errors as people_errors
+from bapps_build.cli_errors import friendly_errors
+from bapps_build.subsets import resolve_subset, subset_rel
 
-from .aggregate import MODELS, AggregateError
-from .catalog import CatalogError
-from .evaluate import EvaluateError
-from .ingest import IngestError
-from .metrics import MetricError
-from .readers import ResultsError
-from .serve.db import StudyError
-from .plan import PlanError
-from .simulate import SimulateError
-from .store import StoreError
-from .tasks import DEFAULT_PRACTICE, DEFAULT_SENTINEL_RATE, PLATFORMS, TasksError
+from .aggregate import MODELS
+from .tasks import DEFAULT_PRACTICE, DEFAULT_SENTINEL_RATE, PLATFORMS
 
-PEOPLE_ERRORS = (CatalogError, TasksError, ResultsError, IngestError, StoreError, EvaluateError, MetricError,
-                 AggregateError, StudyError, SimulateError, PlanError, FileNotFoundError)
+SUBSET_HELP = "Which subset: its NAME when unique in DATASET (e.g. traditional), or TASK/SPLIT/SUBSET."
 
 
-friendly_errors = people_errors(PEOPLE_ERRORS)
+def qualified_subset(dataset, subset):
+    """--subset NAME or TASK/SPLIT/SUBSET -> TASK/SPLIT/SUBSET (None stays None: every subset)."""
+    return subset_rel(resolve_subset(dataset, subset)) if subset else None
 
 
 # ---------------------------------------------------------------- tasks
@@ -47,7 +40,7 @@ friendly_errors = people_errors(PEOPLE_ERRORS)
 @click.option("--base-url", default=None,
               help="Where TASKS/images/ will be served, e.g. https://example.org/bapps/images (needed for mturk, toloka).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="The task folder to write (TASKS).")
-@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@click.option("--subset", default=None, help=SUBSET_HELP)
 @click.option("--name", default=None, help="Name of the task set [default: the --out folder's name].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the HIT order, sides and sentinels.")
@@ -67,10 +60,10 @@ def tasks(dataset, platform, judgments_wanted, per_hit, sentinel_rate, practice,
       bapps-build tasks dataset --subset jnd/val/traditional --platform generic \\
           --judgments 3 --per-hit 160 --out jnd-lab
     """
-    from .catalog import resolve_subset
+    from .catalog import resolve_subset as load_chosen_subset
     from .tasks import TaskSettings, build_task_set
 
-    chosen = resolve_subset(dataset, subset)
+    chosen = load_chosen_subset(dataset, subset)
     settings = TaskSettings(
         platform=platform, judgments=judgments_wanted, per_hit=per_hit,
         sentinel_rate=DEFAULT_SENTINEL_RATE[chosen.task] if sentinel_rate is None else sentinel_rate,
@@ -161,7 +154,7 @@ def judgments():
 
 @judgments.command("report")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--subset", default=None, help="Only TASK/SPLIT/SUBSET.")
+@click.option("--subset", default=None, help="Only this subset: NAME when unique, or TASK/SPLIT/SUBSET.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
 def report(dataset, subset, as_json):
@@ -174,7 +167,7 @@ def report(dataset, subset, as_json):
     from .ingest import report_dataset
     from .report import format_report
 
-    reports = report_dataset(dataset, subset)
+    reports = report_dataset(dataset, qualified_subset(dataset, subset))
     if not reports:
         raise click.ClickException(f"{dataset}: no judgments ingested yet (bapps-build ingest RESULTS --dataset "
                                    f"{dataset})")
@@ -193,7 +186,7 @@ def report(dataset, subset, as_json):
 @click.option("--metric", "metrics", multiple=True, required=True,
               help="l2, psnr, ssim, lpips[-alex|-vgg|-squeeze], or module:function / file.py:function taking "
                    "two float32 HxWx3 [0, 1] images and returning a distance (repeatable).")
-@click.option("--subset", default=None, help="Only TASK/SPLIT/SUBSET.")
+@click.option("--subset", default=None, help="Only this subset: NAME when unique, or TASK/SPLIT/SUBSET.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
@@ -208,10 +201,12 @@ def evaluate(dataset, metrics, subset, batch_size, as_json):
       bapps-build evaluate dataset --metric l2 --metric ssim --metric psnr
       bapps-build evaluate dataset --metric my_metrics.py:distance
       bapps-build evaluate dataset --metric lpips --subset 2afc/val/traditional
+      bapps-build evaluate dataset --metric l2 --subset traditional      # when only one is named so
     """
     from .evaluate import evaluate_dataset, format_results
 
-    results = evaluate_dataset(dataset, metrics, subset, batch_size, log=lambda m: click.echo(m, err=True))
+    results = evaluate_dataset(dataset, metrics, qualified_subset(dataset, subset), batch_size,
+                               log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -267,12 +262,8 @@ def serve(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeo
         from .serve.app import run_server
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
-    try:
-        run_server(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
-                   completion_code, hits_per_participant, admin_token, synchronous,
-                   log=lambda m: click.echo(m, err=True))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_server(tasks_dir, dataset, host, port, db, judgments_wanted, assignment_timeout, consent, completion_url,
+               completion_code, hits_per_participant, admin_token, synchronous, log=lambda m: click.echo(m, err=True))
 
 
 # ---------------------------------------------------------------- simulate
@@ -359,7 +350,7 @@ def simulate(tasks_dir, observer, noise, workers, spammers, rejects, platform, o
 
 @click.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--subset", default=None, help="TASK/SPLIT/SUBSET when DATASET holds several.")
+@click.option("--subset", default=None, help=SUBSET_HELP)
 @click.option("--metric", "metrics", multiple=True, help="Also plan the CI of this metric's score (repeatable).")
 @click.option("--judgments", "candidates", default="1,2,3,5,8,10,15,20", show_default=True,
               help="Judgments per example to try, comma-separated.")

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from bapps_build.errors import UserError
 from bapps_build.files import read_png
 
 from .catalog import Subset, dataset_subsets
@@ -32,7 +33,7 @@ from .store import COUNTS, read_counts
 LOAD_SIZE = 64
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError, ValueError):
     """Nothing to evaluate, or labels the scorer cannot use; the message says what to do."""
 
 

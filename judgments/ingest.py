@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bapps_build.errors import UserError
+
 from .catalog import Catalog, CatalogError, Subset, load_catalog
 from .qc import (DEFAULT_MIN_ACCURACY, DEFAULT_TIMING_TOLERANCE_MS, JND_PROTOCOL_MS, QCParams, QCResult, fractions,
                  run_qc)
@@ -43,7 +45,7 @@ DIRECT_VALUES = {
 SIDES = ("left", "right")
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """The ingest stopped before writing anything; the message lists the problems."""
 
 

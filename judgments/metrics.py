@@ -24,10 +24,12 @@ from typing import Callable
 
 import numpy as np
 
+from bapps_build.errors import UserError
+
 BUILT_IN = ("l2", "psnr", "ssim", "lpips", "lpips-alex", "lpips-vgg", "lpips-squeeze")
 
 
-class MetricError(ValueError):
+class MetricError(UserError, ValueError):
     """A metric cannot be set up; the message says what to install or fix."""
 
 

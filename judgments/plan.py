@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from bapps_build.errors import UserError
+
 from .catalog import resolve_subset
 from .evaluate import score_2afc, score_jnd, subset_distances
 from .metrics import get_metric
@@ -27,7 +29,7 @@ from .store import COUNTS, read_counts
 PLAN_STREAM = 11
 
 
-class PlanError(ValueError):
+class PlanError(UserError, ValueError):
     """No pilot to plan from; the message says what to run first."""
 
 

@@ -43,6 +43,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from bapps_build.errors import UserError
+
 # one assignment row of an MTurk export can hold thousands of characters of answers
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -50,7 +52,7 @@ MAX_PROBLEMS = 20
 TRUE_FLAGS = {"true", "on", "1", "yes", "checked"}
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError, ValueError):
     """A results file cannot be read; the message names the file, the line and what to do."""
 
 

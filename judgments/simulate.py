@@ -31,6 +31,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from bapps_build.errors import UserError
+
 from .metrics import get_metric
 
 MTURK_HEAD = ["HITId", "HITTypeId", "Title", "Description", "Keywords", "Reward", "CreationTime", "MaxAssignments",
@@ -41,7 +43,7 @@ MTURK_HEAD = ["HITId", "HITTypeId", "Title", "Description", "Keywords", "Reward"
 SIMULATE_STREAM = 7
 
 
-class SimulateError(ValueError):
+class SimulateError(UserError, ValueError):
     """The simulation cannot run with these settings; the message says what to change."""
 
 

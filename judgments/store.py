@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from bapps_build.errors import UserError
 from bapps_build.files import fsync_dir, jsonl_line, remove_partials, temp_name, write_all
 
 ROWS = "rows.tsv"
@@ -57,7 +58,7 @@ np.save(_buf, np.zeros(1, np.float32))
 LABEL_HEADER = _buf.getvalue()[:-4]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The stored judgments of a subset cannot be read; the message says which file and what to do."""
 
 

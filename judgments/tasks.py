@@ -29,6 +29,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from bapps_build.errors import UserError
 from bapps_build.files import decode_png, read_regular_file, sha256_bytes, write_atomic, write_json_atomic
 from bapps_build.layout import image_folders
 
@@ -42,7 +43,7 @@ DEFAULT_PRACTICE = {"2afc": 0, "jnd": 10}  # the paper's JND workers had 10 trai
 DEFAULT_SENTINEL_RATE = {"2afc": 0.1, "jnd": 0.2}  # JND: 40 sentinels per 160 test pairs
 
 
-class TasksError(ValueError):
+class TasksError(UserError, ValueError):
     """The settings cannot make a task set; the message says what to change."""
 
 

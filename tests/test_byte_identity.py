@@ -61,16 +61,16 @@ SCENARIOS = [
                 "3"],
                ["ingest", "res.csv", "--dataset", "ds"]],
      ["ds", "tk", "res.csv"], "bytes"),
-    ("cnn-mix", [["generators", "sample", "--count", "2", "--seed", "0", "--out", "bank"],
+    ("cnn-mix", [["generators", "sample", "--n", "2", "--seed", "0", "--out", "bank"],
                  ["generators", "train", "bank", "--steps", "2", "--no-vgg", "--no-gate", "--batch-size", "4",
                   "--patch-size", "32", "--device", "cpu", "--workers", "1"],
-                 ["distort", "--n", "8", "--subset", "mix", "--generators", "bank", "--seed", "1", "--workers",
+                 ["distort", "--n", "8", "--subset", "mix", "--bank", "bank", "--seed", "1", "--workers",
                   "1", "--out", "ds", "--quiet"]],
      ["bank", "ds"], "bytes"),
 ]
 
 # Option spellings that differ between the recording commit and today's command line.
-SPELLINGS = {"REAL_NAME": ["--name", "superres"]}
+SPELLINGS = {"REAL_NAME": ["--subset", "superres"]}
 
 
 def write_inputs(work):

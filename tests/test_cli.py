@@ -69,10 +69,10 @@ def test_distort_then_replay_verify_preview(tmp_path):
     res = run("replay", out, "--id", 7)
     assert res.output.count("identical pixels, identical bytes") == 3
     assert "ok" in run("verify", out).output
-    run("preview", out, "--out", tmp_path / "sheet.png", "--count", 6)
+    run("preview", out, "--out", tmp_path / "sheet.png", "--n", 6)
     sheet = Image.open(tmp_path / "sheet.png")
     assert sheet.size[0] > 3 * 64 * 3 and sheet.size[1] > 64 * 3
-    run("preview", out, "--out", tmp_path / "sheet.html", "--count", 4, "--seed", 1)
+    run("preview", out, "--out", tmp_path / "sheet.html", "--n", 4, "--seed", 1)
     page = (tmp_path / "sheet.html").read_text()
     assert page.count("data:image/png;base64,") == 12 and "reference" in page
     # the label under each patch is its chain

@@ -312,13 +312,13 @@ def test_loading_refuses_a_checkpoint_with_a_pickled_object(tmp_path):
 def test_cli_sample_is_reproducible_and_refuses_another_bank(tmp_path):
     runner = CliRunner()
     for name in ("a", "b"):
-        result = runner.invoke(generators_cli, ["sample", "--count", "5", "--seed", "3", "--out", str(tmp_path / name)])
+        result = runner.invoke(generators_cli, ["sample", "--n", "5", "--seed", "3", "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == ["bank.json"] + [f"net-{i:03d}.json" for i in range(5)]
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
-    result = runner.invoke(generators_cli, ["sample", "--count", "6", "--seed", "3", "--out", str(tmp_path / "a")])
+    result = runner.invoke(generators_cli, ["sample", "--n", "6", "--seed", "3", "--out", str(tmp_path / "a")])
     assert result.exit_code == 1 and "already holds a bank" in result.output
     result = runner.invoke(generators_cli, ["list", str(tmp_path)])
     assert result.exit_code == 1 and "not a generator bank" in result.output
@@ -341,7 +341,7 @@ def test_cli_train_list_and_preview(tmp_path):
     rows = json.loads(result.output)
     assert [r["state"] for r in rows] == ["done", "done"] and "sr2" in rows[1]["summary"]
     out = tmp_path / "sheet.png"
-    result = runner.invoke(generators_cli, ["preview", str(bank.path), "--out", str(out), "--count", "3"])
+    result = runner.invoke(generators_cli, ["preview", str(bank.path), "--out", str(out), "--n", "3"])
     assert result.exit_code == 0, result.output
     im = Image.open(out)
     assert im.size[1] > 3 * 128 and im.size[0] > 3 * 128  # a row of clean patches and a row per network

@@ -234,7 +234,7 @@ def test_changed_or_moved_bank_is_refused_on_resume_and_replay(bank_path, tmp_pa
     bank.write_status("net-000", {**bank.status("net-000"), "checkpoint_sha256": sha})
     with pytest.raises(BankError, match="has changed since this subset was built"):
         replay_example(sub, 0)
-    with pytest.raises(BuildError, match="generators"):
+    with pytest.raises(BuildError, match="--bank"):
         cnn_build(bank_copy, tmp_path / "ds", n=6, resume=True)
     shutil.move(str(bank_copy), str(tmp_path / "moved"))
     with pytest.raises(BankError, match="not there any more"):
@@ -251,7 +251,7 @@ def test_apply_command_accepts_cnn(bank_path, tmp_path):
     src = tmp_path / "in.png"
     src.write_bytes(encode_png((rng.random((40, 52, 3)) * 255).astype(np.uint8)))
     out = tmp_path / "out.png"
-    result = CliRunner().invoke(main, ["apply", str(src), "--chain", "cnn:0.7", "--generators", str(bank_path),
+    result = CliRunner().invoke(main, ["apply", str(src), "--chain", "cnn:0.7", "--bank", str(bank_path),
                                        "--seed", "4", "--out", str(out)])
     assert result.exit_code == 0, result.output
     chain = json.loads(result.output)["chain"]
@@ -266,11 +266,11 @@ def test_apply_command_accepts_cnn(bank_path, tmp_path):
     rows = json.loads(CliRunner().invoke(generators_cli, ["list", str(bank_path), "--json"]).output)
     sha = rows[2]["checkpoint_sha256"]
     result = CliRunner().invoke(main, ["apply", str(src), "--chain", f"cnn:network=net-002,checkpoint_sha256={sha}",
-                                       "--generators", str(bank_path), "--out", str(out)])
+                                       "--bank", str(bank_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["chain"][0]["params"]["network"] == "net-002"
     result = CliRunner().invoke(main, ["apply", str(src), "--chain", "cnn:network=net-002,checkpoint_sha256=abc",
-                                       "--generators", str(bank_path), "--out", str(out)])
+                                       "--bank", str(bank_path), "--out", str(out)])
     assert result.exit_code == 1 and "another checkpoint of net-002" in result.output
 
 
@@ -281,10 +281,10 @@ def test_distort_and_replay_commands_with_a_bank(bank_path, tmp_path):
 
     runner = CliRunner()
     out = tmp_path / "ds"
-    result = runner.invoke(main, ["distort", "--n", "5", "--subset", "cnn", "--generators", str(bank_path),
+    result = runner.invoke(main, ["distort", "--n", "5", "--subset", "cnn", "--bank", str(bank_path),
                                   "--patch-size", "32", "--workers", "1", "--quiet", "--out", str(out)])
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["replay", str(out), "--id", "3"])
     assert result.exit_code == 0 and result.output.count("identical pixels") == 3, result.output
     result = runner.invoke(main, ["distort", "--n", "5", "--subset", "mix", "--out", str(tmp_path / "x")])
-    assert result.exit_code != 0 and "--generators" in result.output
+    assert result.exit_code != 0 and "--bank" in result.output

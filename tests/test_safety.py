@@ -376,11 +376,13 @@ def test_a_dead_worker_is_reported_as_such(tmp_path, boom_plugin):
     assert "a worker process died" in str(err.value) and "NoneType" not in str(err.value), str(err.value)
 
 
-def test_the_cli_shows_a_worker_failure_without_a_traceback(tmp_path, boom_plugin):
+def test_the_cli_shows_a_worker_bug_with_the_worker_traceback(tmp_path, boom_plugin):
+    # a ValueError from a family is a bug (not a UserError): its cause, where, and the worker's traceback
     res = cli("distort", "--n", 30, "--out", tmp_path / "c", "--workers", 2, "--quiet", "--plugin", boom_plugin,
               "--families", "boom")
     assert res.exit_code == 1
-    assert "ValueError: plugin boom" in res.output and "Traceback" not in res.output, res.output
+    assert "Error: the build stopped: " in res.output and "ValueError: plugin boom" in res.output, res.output
+    assert 'raise ValueError("plugin boom")' in res.output, res.output
 
 
 # ------------------------------------------------------------------ 6. tasks reads what the manifest names

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from ..layouts import render_served_layout
 from ..layouts.page import INSTRUCTIONS
 from ..tasks import ImageFolder, trial_row
-from .db import AnswerRefused, Study, load_task_record, valid_id
+from .db import AnswerRefused, Study, StudyError, load_task_record, valid_id
 
 COOKIE = "bapps_participant"
 MAX_BODY = 2048  # bytes of one answer post; a real one is about 200
@@ -379,10 +379,10 @@ def prepare_study(tasks, dataset, db=None, judgments=None, assignment_timeout=36
         record_in_dataset(catalog.subsets[k], new)
     if completion_url:
         if not re.match(r"^https?://[^\s\"'<>]+$", completion_url):
-            raise ValueError(f"--completion-url {completion_url!r}: give an http(s) address")
+            raise StudyError(f"--completion-url {completion_url!r}: give an http(s) address")
         m = re.search(r"[?&]cc=([A-Za-z0-9_-]+)", completion_url)
         if m and completion_code and completion_code != m.group(1):
-            raise ValueError(f"--completion-code {completion_code} differs from the cc= of --completion-url")
+            raise StudyError(f"--completion-code {completion_code} differs from the cc= of --completion-url")
         completion_code = completion_code or (m.group(1) if m else None)
     db = Path(db) if db else Path("study.sqlite")
     study = Study(db, record, judgments, assignment_timeout, completion_code, admin_token, synchronous=synchronous)

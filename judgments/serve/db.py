@@ -28,6 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
+from bapps_build.errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,7 +57,7 @@ MAX_RT_MS = 3_600_000
 STUDY_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
-class StudyError(ValueError):
+class StudyError(UserError, ValueError):
     """The database and the task set do not fit together; the message says what to do."""
 
 
