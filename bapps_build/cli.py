@@ -210,7 +210,7 @@ def apply(image, spec, out, seed, record, plugins, bank):
       bapps-build apply photo.jpg --chain pink_noise --seed 3 --out out.png
       bapps-build apply photo.jpg --chain cnn --bank bank --out out.png
     """
-    from .files import encode_png
+    from .files import encode_photo_png
     from .sources import read_source, to_float
 
     load_plugins(plugins)
@@ -223,7 +223,7 @@ def apply(image, spec, out, seed, record, plugins, bank):
     result = distortions.to_uint8(distortions.apply_chain(to_float(pixels), chain))
     out = Path(out)
     if out.suffix.lower() == ".png":
-        out.write_bytes(encode_png(result))
+        out.write_bytes(encode_photo_png(result))
     else:
         from PIL import Image
 

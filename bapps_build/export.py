@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import describe_failure, shorten
 from .executors import default_workers, run_units
-from .files import AtomicFile, decode_png, encode_png, read_regular_file, sha256_bytes, sha256_file, write_atomic
+from .files import AtomicFile, decode_png, encode_photo_png, read_regular_file, sha256_bytes, sha256_file, write_atomic
 from .jobs import BuildError, progress_bar
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, TASKS, find_subsets
 from .locks import lock_folders
@@ -328,7 +328,7 @@ def _resize(png: bytes, size: int) -> bytes:
     pixels = decode_png(png)
     if pixels.shape[0] == size and pixels.shape[1] == size:
         return png
-    return encode_png(np.asarray(Image.fromarray(pixels).resize((size, size), Image.BICUBIC)))
+    return encode_photo_png(np.asarray(Image.fromarray(pixels).resize((size, size), Image.BICUBIC)))
 
 
 def _import_shard(context, k, progress):

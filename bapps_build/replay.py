@@ -91,10 +91,12 @@ def replay_example(subset_path, example_id: int, plugins=()) -> dict:
     stored = read_example_files(subset_path, record["stem"], list(images))
     stored_size = record.get("stored_size")
     for folder, pixels in images.items():
-        if stored_size:  # exported with --stored-size: compare at that size, resized the same way
+        expected = encode_png(pixels)
+        if stored_size:  # exported with --stored-size: compare at that size, resized (and encoded) the same way
             from .export import _resize
 
-            pixels = decode_png(_resize(encode_png(pixels), stored_size))
+            expected = _resize(expected, stored_size)
+            pixels = decode_png(expected)
         path = subset_path / folder / f"{record['stem']}.png"
         entry = {"path": str(path) if (subset_path / folder).is_dir() else f"shard sample {record['stem']}.{folder}.png"}
         on_disk = stored.get(folder)
@@ -104,7 +106,7 @@ def replay_example(subset_path, example_id: int, plugins=()) -> dict:
             disk_pixels = decode_png(on_disk)
             entry.update(exists=True,
                          pixels_equal=bool(disk_pixels.shape == pixels.shape and np.array_equal(disk_pixels, pixels)),
-                         bytes_equal=encode_png(pixels) == on_disk,
+                         bytes_equal=expected == on_disk,
                          checksum_matches_manifest=sha256_bytes(on_disk) == record.get("files", {}).get(folder),
                          max_abs_difference=int(np.abs(disk_pixels.astype(int) - pixels).max())
                          if disk_pixels.shape == pixels.shape else None)

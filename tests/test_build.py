@@ -284,6 +284,25 @@ def test_flat_patches_are_rejected(tmp_path):
         assert r["crop"].get("flat_fallback") or luma.std() / 255 >= 0.05 - 1e-6
 
 
+@pytest.mark.parametrize("shape", [(64, 64, 3), (17, 33, 3), (1, 1, 3), (300, 257, 3)])
+def test_photo_png_is_libpng_and_keeps_pixels_and_channel_order(shape):
+    import io
+
+    from bapps_build.files import encode_photo_png
+
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    pixels[0, 0] = (255, 0, 0)  # red stays red: OpenCV encodes BGR
+    data = encode_photo_png(pixels)
+    assert data == encode_photo_png(pixels.copy())
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), pixels)
+    with pytest.raises(ValueError, match="uint8"):
+        encode_photo_png(pixels.astype(np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        encode_photo_png(pixels[..., 0])
+
+
 @pytest.mark.parametrize("shape", [(64, 64, 3), (17, 33, 3), (1, 1, 3), (256, 200, 3)])
 def test_png_encoder_round_trips_through_libpng_and_pil(shape):
     import io

@@ -104,6 +104,18 @@ def test_apply_spec_forms(photo, tmp_path):
     assert a == b and (tmp_path / "c1.png").read_bytes() == (tmp_path / "c2.png").read_bytes()
 
 
+def test_apply_writes_png_through_libpng_and_other_formats_through_pillow(photo, tmp_path):
+    from bapps_build.files import encode_photo_png, read_png
+
+    run("apply", photo, "--chain", "pink_noise", "--out", tmp_path / "c.png", "--seed", 5)
+    data = (tmp_path / "c.png").read_bytes()
+    assert data == encode_photo_png(read_png(tmp_path / "c.png"))
+    run("apply", photo, "--chain", "pink_noise", "--out", tmp_path / "c.jpg", "--seed", 5)
+    with Image.open(tmp_path / "c.jpg") as im:
+        assert im.format == "JPEG" and im.size == Image.open(photo).size
+        assert np.abs(np.asarray(im, dtype=int) - read_png(tmp_path / "c.png")).mean() < 8
+
+
 @pytest.mark.parametrize("args, message", [
     (["apply", "{photo}", "--chain", "gausian_blur", "--out", "{tmp}/x.png"], "unknown distortion family 'gausian_blur'"),
     (["apply", "{photo}", "--chain", "jpeg:quality=5,q=3", "--out", "{tmp}/x.png"], "jpeg has no parameter q"),

@@ -1,4 +1,5 @@
 """Training shards, real-algorithm triplets and the Dask executor."""
+import hashlib
 import io
 import json
 import os
@@ -15,11 +16,11 @@ from PIL import Image
 
 from bapps_build import BuildConfig, run_build
 from bapps_build.export import export_to_shards, export_to_tree
-from bapps_build.files import read_jsonl
+from bapps_build.files import encode_photo_png, encode_png, read_jsonl, read_png
 from bapps_build.layout import MANIFEST, subset_dir
 from bapps_build.real import RealConfig, match_outputs, run_real
 from bapps_build.replay import replay_example
-from bapps_build.shards import INDEX, read_shard, sample_bytes, tar_member
+from bapps_build.shards import INDEX, read_shard, sample_bytes, tar_header, tar_member, write_shard
 from bapps_build.verify import verify_dataset
 
 QUIET = dict(progress=False, log=lambda m: None)
@@ -56,6 +57,42 @@ def test_tar_headers_are_standard():
         assert tar.extractfile(m).read() == b"abc"
     with pytest.raises(ValueError, match="dots"):
         sample_bytes("a.b", {"json": b"{}"})
+
+
+def _ustar_header_by_the_book(name: str, size: int) -> bytes:
+    """A POSIX ustar header laid out field by field, as shards were written before tarfile made them."""
+    header = bytearray(512)
+    header[0:len(name)] = name.encode()
+    for start, width, value in ((100, 8, 0o644), (108, 8, 0), (116, 8, 0), (124, 12, size), (136, 12, 946684800)):
+        header[start:start + width] = b"%0*o\0" % (width - 1, value)
+    header[148:156] = b" " * 8
+    header[156:157] = b"0"  # a regular file
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+@pytest.mark.parametrize("name,size", [("000001.ref.png", 3), ("a.json", 0), ("x" * 90 + ".judge.npy", 2**33 - 1),
+                                       ("000123.p1.png", 512), ("k-1_b.json", 12345)])
+def test_tar_headers_keep_their_bytes(name, size):
+    """tarfile writes the same bytes as the field-by-field layout shards were recorded with:
+    no device numbers, no owner names, no pax or GNU extension records."""
+    assert tar_header(name, size) == _ustar_header_by_the_book(name, size)
+    member = tar_member(name, b"x" * min(size, 700))
+    assert len(member) % 512 == 0 and member.startswith(tar_header(name, min(size, 700)))
+    with pytest.raises(ValueError, match="too long"):
+        tar_header("x" * 93 + ".ref.png", 1)
+
+
+def test_a_shard_ends_with_two_zero_blocks_not_a_padded_record(tmp_path):
+    """POSIX's end of archive and nothing more: TarFile would pad to 10 KiB and change every shard's hash."""
+    info = write_shard(tmp_path / "s.tar", [("000000", {"ref.png": b"abc", "json": b"{}"}),
+                                           ("000001", {"ref.png": b"d" * 600})])
+    data = (tmp_path / "s.tar").read_bytes()
+    assert len(data) == info["bytes"] == 512 * (2 + 2 + 3) + 1024 and data.endswith(b"\0" * 1024)
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert [(k, sorted(f)) for k, f in read_shard(tmp_path / "s.tar", strict=True)] == \
+        [("000000", ["json", "ref.png"]), ("000001", ["ref.png"])]
 
 
 def test_shards_read_back_with_webdataset_equal_the_tree(labelled_tree, tmp_path):
@@ -124,7 +161,12 @@ def test_stored_size_256(labelled_tree, tmp_path):
     im = Image.open(sub / "p0" / "000004.png")
     assert im.size == (256, 256)
     assert verify_dataset(tmp_path / "big")[0]["problems"] == []
-    assert replay_example(sub, 4)["ok"]  # compared at the stored size
+    replayed = replay_example(sub, 4)
+    assert replayed["ok"]  # compared at the stored size
+    assert all(e["bytes_equal"] and e["checksum_matches_manifest"] for e in replayed["folders"].values())
+    # a full-size image goes through libpng, not the patch encoder
+    pixels = read_png(sub / "p0" / "000004.png")
+    assert (sub / "p0" / "000004.png").read_bytes() == encode_photo_png(pixels) != encode_png(pixels)
     # the LPIPS loader's resize to 64 gives back (nearly) the 64-pixel patch
     small = np.asarray(im.convert("RGB").resize((64, 64), Image.BILINEAR), dtype=float)
     orig = np.asarray(Image.open(subset_dir(labelled_tree, "2afc", "train", "traditional") / "p0/000004.png"),
