@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import __version__
 from .executors import default_workers, run_units
 from .errors import WorkError, describe_failure
 from .files import (AtomicFile, encode_png, remove_partials, sha256_bytes, sha256_file, write_atomic,
@@ -34,6 +33,7 @@ from .files import (AtomicFile, encode_png, remove_partials, sha256_bytes, sha25
 from .locks import FolderLock
 from .layout import BUILD, MANIFEST, PARTS, REPORT, stem
 from .shards import shard_file_name, write_index, write_shard
+from .version import __version__
 
 CHECK_ON_A_POOL = 50  # chunks to check on --resume from which a process pool is worth its start
 BATCH = 64  # examples made (and inferred, for cnn) together inside a chunk
