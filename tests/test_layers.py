@@ -247,3 +247,25 @@ def test_each_package_imports_only_the_layers_below_it(package):
     bad = [v for v in layer_violations(collect_imports()) if v.split(":")[0].startswith(package + "/")]
     if bad:
         pytest.fail("imports against the layers:\n" + "\n".join(bad))
+
+
+def test_the_core_runs_without_the_packages_above_it():
+    """At run time too: importing every core module loads neither generators nor judgments, and
+    importing those packages registers their hooks with the core."""
+    import subprocess
+    import sys
+
+    core = sorted(m for m in module_files() if layer_of(m) == 2)
+    script = "\n".join([
+        "import importlib, sys",
+        *[f"importlib.import_module({m!r})" for m in core],
+        "above = sorted(m for m in sys.modules if m.split('.')[0] in ('generators', 'judgments'))",
+        "assert not above, above",
+        "from bapps_build import hooks",
+        "assert hooks.shard_fields() == [] and hooks.replay_preparers() == []",
+        "import judgments, generators",
+        "assert [f.key for f in hooks.shard_fields()] == ['counts']",
+        "assert len(hooks.replay_preparers()) == 1",
+    ])
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
