@@ -20,12 +20,10 @@ from .jobs import BuildError, Job, check_target, holding_lock, open_job, plan_ch
 from .layout import SOURCES, stem, stem_width, subset_dir
 from .recipes import render, sample_recipe
 from .stats import build_difficulty
-from .sources import Source, SourceCache
+from .sources import Source
 from .split import load_split
 
 __all__ = ["BuildContext", "BuildError", "run_build", "format_report", "prepare"]
-
-_CACHE: Optional[SourceCache] = None  # decoded sources, one cache per worker process
 
 
 @dataclass
@@ -45,15 +43,13 @@ class BuildContext(Job):
     worker_setup: Optional[Callable] = None
 
     def setup_worker(self) -> None:
-        global _CACHE
         for p in self.plugins:
             distortions.load_plugin_file(p)
-        _CACHE = SourceCache(max_pixels=self.cfg.max_pixels)
         if self.worker_setup is not None:
             self.worker_setup(self)
 
     def make_examples(self, indices):
-        cache = _CACHE or SourceCache(max_pixels=self.cfg.max_pixels)
+        cache = self.source_cache(self.cfg.max_pixels)  # one per worker process (jobs.Job.source_cache)
         sampled = [sample_recipe(i, self.cfg, self.families, self.sources, cache.get, stem(i, self.width),
                                  chain_sampler=self.chain_sampler) for i in indices]
         if self.batch_renderer is not None:

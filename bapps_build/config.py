@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
 from .errors import ConfigError  # noqa: F401  (raised here; bapps_build.config.ConfigError for callers)
+from .limits import DEFAULT_MAX_PIXELS
 from .patch_spec import FLAT_THRESHOLD, MAX_FLAT_ATTEMPTS, PatchSpec
-from .sources import DEFAULT_MAX_PIXELS
 
 TASK_CHOICES = ("2afc", "jnd")
 SPLIT_CHOICES = ("train", "val")

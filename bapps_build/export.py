@@ -3,7 +3,9 @@
 Tree -> shards: every subset under DIR becomes OUT/<task>/<split>/<subset>/
 NAME-000000.tar ... plus index.json (counts and checksums) and the manifest. A sample is
 the example's stem (the key) with ref.png, p0.png, p1.png (JND: p0.png, p1.png), the label
-(judge.npy / same.npy) when there is one, and json: {"recipe": ..., "counts": ...}. The
+(judge.npy / same.npy) when there is one, and json: {"recipe": ..., "counts": ...}, where
+"counts" (judgment counts) and any other such field come from the packages that registered
+them (bapps_build.hooks: judgments registers "counts"; the core does not import it). The
 PNG bytes are the tree's own bytes, untouched. A tree without a manifest (the released
 BAPPS, say) exports too, its json then holding only the stem.
 
@@ -33,6 +35,7 @@ import numpy as np
 
 from .errors import describe_failure, shorten
 from .executors import default_workers, run_units
+from .hooks import RESERVED_KEYS, ShardField, shard_fields
 from .files import AtomicFile, decode_png, encode_photo_png, read_regular_file, sha256_bytes, sha256_file, write_atomic
 from .jobs import BuildError, progress_bar
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, TASKS, find_subsets
@@ -116,39 +119,33 @@ def _records(unit: ExportUnit, start: int, stop: int):
                 yield record
 
 
-def _counts(subset_path: Path, task: str) -> Dict[str, dict]:
-    """Per-stem judgment counts when the subset has been judged (`bapps-build ingest`)."""
-    from judgments.store import COUNTS, read_counts
-
-    counts = read_counts(Path(subset_path) / "judgments" / COUNTS) or {}
-    positive = "n_same" if task == "jnd" else "n_p1"
-    return {stem: {positive: p, "n_total": t} for stem, (p, t) in counts.items()}
+def _field_values(subset_path: Path, task: str, fields: List[ShardField]) -> Dict[str, Dict[str, object]]:
+    """key -> {stem: value}: what the registered shard fields (judgment counts, ...) hold for a subset."""
+    return {field.key: field.read(Path(subset_path), task) for field in fields}
 
 
-def _write_counts(subset_path: Path, task: str, records: List[dict]) -> None:
-    """Restore judgments/counts.csv from the counts the shards carried."""
-    from judgments.store import COUNTS, counts_text
-
-    judged = [r for r in records if r.get("counts")]
-    if not judged:
-        return
-    positive = "n_same" if task == "jnd" else "n_p1"
-    folder = Path(subset_path) / "judgments"
-    folder.mkdir(exist_ok=True)
-    text = counts_text([r["stem"] for r in judged], np.array([r["counts"][positive] for r in judged]),
-                       np.array([r["counts"]["n_total"] for r in judged]), positive)
-    write_atomic(folder / COUNTS, text.encode("utf-8"))
+def _restore_fields(subset_path: Path, task: str, records: List[dict], carried: List[dict], log) -> None:
+    """Write back what the samples carried beside their recipe (carried[i] is records[i]'s)."""
+    fields = {field.key: field for field in shard_fields()}
+    for key in sorted({key for extra in carried for key in extra}):
+        if key not in fields:
+            log(f"note: the shards carry {key!r} per sample, which no imported package restores; left out "
+                "(the command line restores judgment counts; in Python, import judgments first)")
+            continue
+        items = [(record["stem"], extra[key]) for record, extra in zip(records, carried) if extra.get(key)]
+        if items:
+            fields[key].write(Path(subset_path), task, items)
 
 
 def _export_shard(context, k, progress):
-    units, unit_of_shard = context
+    units, unit_of_shard, shard_field_list = context
     u_index, shard = unit_of_shard[k]
     unit = units[u_index]
     src = Path(unit.source)
     folders = IMAGE_FOLDERS[unit.task]
     label = LABEL_FOLDERS[unit.task]
     has_labels = (src / label).is_dir()
-    counts = _counts(src, unit.task)
+    extras = _field_values(src, unit.task, shard_field_list)
     start, stop = shard * unit.maxcount, min((shard + 1) * unit.maxcount, unit.n)
 
     def samples():
@@ -159,8 +156,9 @@ def _export_shard(context, k, progress):
             if has_labels:
                 fields[f"{label}.npy"] = read_regular_file(src / label / f"{stem}.npy", MAX_MEMBER_BYTES)
             meta = {"recipe": record}
-            if stem in counts:
-                meta["counts"] = counts[stem]
+            for key, values in extras.items():
+                if stem in values:
+                    meta[key] = values[stem]
             fields["json"] = json_bytes(meta)
             yield stem, fields
 
@@ -257,7 +255,7 @@ def _shard_set_complete(u: ExportUnit):
 
 
 def _shard_unit_name(context, k):
-    units, unit_of_shard = context
+    units, unit_of_shard, _fields = context
     u_index, shard = unit_of_shard[k]
     u = units[u_index]
     return f"{u.task}/{u.split}/{u.subset}, shard {shard_file_name(u.name, shard)}"
@@ -285,7 +283,8 @@ def export_to_shards(source, target, *, maxcount: int = 2000, workers: Optional[
         bar = progress_bar(total, "export", "ex", progress)
         results: List[dict] = []
         started = time.time()
-        context = (todo, unit_of_shard)
+        # the fields travel to the workers with the work (spawned workers import only what they unpickle)
+        context = (todo, unit_of_shard, shard_fields())
         _run(_export_shard, context, len(unit_of_shard), workers=workers, on_result=results.append,
              on_progress=bar.update, executor=executor, scheduler=scheduler,
              unit_name=functools.partial(_shard_unit_name, context), stages=[u.stage for u in todo])
@@ -338,7 +337,7 @@ def _import_shard(context, k, progress):
     folders = IMAGE_FOLDERS[task]
     label = LABEL_FOLDERS[task]
     name = Path(shard_path).name
-    records, n = [], 0
+    records, carried, n = [], [], 0
     for key, fields in read_shard(shard_path, strict=True):  # keys and fields checked: safe as names
         missing = [f for f in folders if f"{f}.png" not in fields]
         if missing:
@@ -367,14 +366,13 @@ def _import_shard(context, k, progress):
             record["files"] = files
         if stored_size:
             record["stored_size"] = stored_size
-        if "counts" in meta:
-            record["counts"] = meta["counts"]  # kept out of the manifest below; restored to counts.csv
         records.append(record)
+        carried.append({name: v for name, v in meta.items() if name not in RESERVED_KEYS})  # judgment counts, ...
         n += 1
         if n % 64 == 0:
             progress(64)
     progress(n % 64)
-    return {"shard": k, "records": records}
+    return {"shard": k, "records": records, "carried": carried}
 
 
 def _read_index(folder: Path) -> dict:
@@ -458,18 +456,18 @@ def export_to_tree(source, target, *, stored_size: Optional[int] = None, workers
         results = {}
         started = time.time()
         _run(_import_shard, (jobs, stored_size), len(jobs), workers=workers,
-             on_result=lambda r: results.__setitem__(r["shard"], r["records"]), on_progress=bar.update,
+             on_result=lambda r: results.__setitem__(r["shard"], r), on_progress=bar.update,
              executor=executor, scheduler=scheduler, unit_name=functools.partial(_import_unit_name, jobs),
              stages=[p[1] for p in plan])
         bar.close()
         summary = []
         for out, stage, task, index, first, stop in plan:
             has_label = (stage / LABEL_FOLDERS[task]).is_dir()
-            records = [r for k in range(first, stop) for r in results[k]]
-            _write_counts(stage, task, records)
+            records = [r for k in range(first, stop) for r in results[k]["records"]]
+            carried = [c for k in range(first, stop) for c in results[k]["carried"]]
+            _restore_fields(stage, task, records, carried, log)
             with AtomicFile(stage / MANIFEST, durable=True) as f:
                 for record in records:
-                    record.pop("counts", None)
                     f.write((json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"))
             _put_in_place(stage, out)
             summary.append({"subset": str(out), "examples": len(records), "labels": has_label})

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import __version__
 from .executors import default_workers, run_units
 from .errors import UserError, WorkError, describe_failure
 from .files import (AtomicFile, encode_png, remove_partials, sha256_bytes, sha256_file, write_atomic,
@@ -34,6 +33,8 @@ from .files import (AtomicFile, encode_png, remove_partials, sha256_bytes, sha25
 from .locks import FolderLock
 from .layout import BUILD, MANIFEST, PARTS, REPORT, stem
 from .shards import shard_file_name, write_index, write_shard
+from .sources import SourceCache
+from .version import __version__
 
 CHECK_ON_A_POOL = 50  # chunks to check on --resume from which a process pool is worth its start
 BATCH = 64  # examples made (and inferred, for cnn) together inside a chunk
@@ -65,6 +66,22 @@ class Job(ABC):
 
     def setup_worker(self) -> None:
         """Once per worker process before any unit."""
+
+    def source_cache(self, max_pixels: int) -> SourceCache:
+        """This process's cache of decoded sources, made on first use and kept on the job.
+
+        A worker process receives the job once, when it starts, and keeps that copy for the whole
+        run: a cache held by the job is one per worker process, shared by all the chunks it makes.
+        It is never sent along when the job is pickled (see __getstate__)."""
+        cache = self.__dict__.get("_source_cache")
+        if cache is None:
+            cache = self._source_cache = SourceCache(max_pixels=max_pixels)
+        return cache
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_source_cache", None)  # decoded images stay in the process that decoded them
+        return state
 
     # -- shared
     def chunk_range(self, k: int) -> range:

@@ -15,7 +15,7 @@ import numpy as np
 
 from distortions import to_uint8
 
-from .sources import to_float
+from .sources import luma_std, to_float
 
 # Pixels of real context kept around a patch (in patch pixels) so that shifts, warps and
 # filters take what lies beyond the patch's edge from the photo, not from a mirror image.
@@ -50,15 +50,6 @@ def extract_patch(image: np.ndarray, box: Sequence[int], patch_size: int) -> np.
     if window.dtype == np.uint16:
         return to_uint8(to_float(window))
     return np.ascontiguousarray(window, dtype=np.uint8)
-
-
-LUMA = np.array([[0.299, 0.587, 0.114]])  # Rec. 601, as the gray of most image tools
-
-
-def luma_std(image: np.ndarray, scale: float) -> float:
-    """Standard deviation of the luma of an (H, W, 3) image, divided by scale."""
-    luma = cv2.transform(np.ascontiguousarray(image, dtype=np.float32), LUMA)
-    return float(cv2.meanStdDev(luma)[1][0, 0] / scale)
 
 
 def flatness(patch_u8: np.ndarray) -> float:

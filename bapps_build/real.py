@@ -150,20 +150,13 @@ class RealConfig:
         return PatchSpec(self.patch_size, tuple(self.scale_range), self.flat_threshold, self.max_flat_attempts)
 
 
-_CACHE: Optional[SourceCache] = None
-
-
 @dataclass
 class RealJob(Job):
     cfg: RealConfig = None
     images: List[RealImage] = field(default_factory=list)
 
-    def setup_worker(self) -> None:
-        global _CACHE
-        _CACHE = SourceCache(max_pixels=self.cfg.max_pixels)
-
     def make_examples(self, indices):
-        cache = _CACHE or SourceCache(max_pixels=self.cfg.max_pixels)
+        cache = self.source_cache(self.cfg.max_pixels)  # one per worker process (jobs.Job.source_cache)
         return [self.make_example(i, cache) for i in indices]
 
     def make_example(self, i: int, cache: SourceCache):

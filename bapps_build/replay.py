@@ -9,6 +9,7 @@ import numpy as np
 import distortions
 
 from .errors import UserError
+from .hooks import replay_preparers
 from .files import decode_png, encode_png, sha256_bytes
 from .layout import MANIFEST
 from .manifest import find_record as find_in_manifest, upgrade_record
@@ -36,15 +37,14 @@ def read_example_files(subset_path: Path, stem: str, folders) -> dict:
 
 
 def prepare_families(subset_path: Path) -> None:
-    """Register what the build's settings say it used beyond the built-ins (a generator bank)."""
+    """Register what the build's settings say it used beyond the built-ins (a generator bank):
+    each package that provides such families registered a preparer (bapps_build.hooks)."""
     build_file = Path(subset_path) / "build.json"
     if not build_file.exists():
         return
     settings = json.loads(build_file.read_text()).get("settings", {})
-    if settings.get("generators"):
-        from generators.integration import prepare_replay
-
-        prepare_replay(settings)
+    for prepare in replay_preparers():
+        prepare(settings)
 
 
 def find_record(subset_path: Path, example_id: int) -> dict:
@@ -86,7 +86,11 @@ def replay_example(subset_path, example_id: int, plugins=()) -> dict:
     subset_path = Path(subset_path)
     prepare_families(subset_path)
     record = find_record(subset_path, example_id)
-    images = replay_record(record)
+    try:
+        images = replay_record(record)
+    except distortions.UnknownFamilyError as exc:
+        raise ReplayError(f"example {example_id}: {exc}. A family from a package (cnn: generators) is there once "
+                          "that package is imported (the command line imports it)") from None
     result = {"id": example_id, "stem": record["stem"], "folders": {}, "ok": True}
     stored = read_example_files(subset_path, record["stem"], list(images))
     stored_size = record.get("stored_size")

@@ -21,6 +21,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 from .files import NotARegularFile, read_regular_file
+from .limits import DEFAULT_MAX_PIXELS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 LIST_EXTENSIONS = {".txt", ".lst", ".list"}
@@ -35,7 +36,6 @@ BUILTIN_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "m
 # 0 < --val-fraction < 1 (0 and 1 still put everything in one split).
 BUILTIN_SPLITS = {"astronaut.png": "train", "chelsea.png": "train", "coffee.png": "train",
                   "rocket.jpg": "val", "motorcycle_left.png": "val"}
-DEFAULT_MAX_PIXELS = 200_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half an image
 
@@ -298,10 +298,19 @@ def split_of(sha256: str, val_fraction: float, path: str = "") -> str:
     return "val" if u >= 1.0 - val_fraction else "train"
 
 
+LUMA = np.array([[0.299, 0.587, 0.114]])  # Rec. 601, as the gray of most image tools
+
+
+def luma_std(image: np.ndarray, scale: float) -> float:
+    """Standard deviation of the luma of an (H, W, 3) image, divided by scale."""
+    import cv2
+
+    luma = cv2.transform(np.ascontiguousarray(image, dtype=np.float32), LUMA)
+    return float(cv2.meanStdDev(luma)[1][0, 0] / scale)
+
+
 def image_flatness(image: np.ndarray) -> float:
     """Standard deviation of the gray image (luma) on the [0, 1] scale (subsampled for speed)."""
-    from .patches import luma_std
-
     step = max(1, int(max(image.shape[:2]) // 512))
     return luma_std(image[::step, ::step], 65535.0 if image.dtype == np.uint16 else 255.0)
 

@@ -10,12 +10,16 @@ severity to them):
 from __future__ import annotations
 
 import math
+from typing import List
 
 import cv2
 import numpy as np
 
 from ._common import BORDER, finish, lerp
-from .registry import Family, register
+from .family import Family
+
+# this module's families, in the spec's table order; the registry registers them on first use
+FAMILIES: List[Family] = []
 
 
 def sample_gaussian_blur(rng, severity):
@@ -57,11 +61,11 @@ def apply_bilateral_filter(image, params):
     return finish(out)
 
 
-register(Family("gaussian_blur", "blur", sample_gaussian_blur, apply_gaussian_blur,
-                {"sigma": "standard deviation of the kernel in pixels, 0.2..8"},
-                "sigma from 0.2 to 8 px"))
-register(Family("bilateral_filter", "blur", sample_bilateral_filter, apply_bilateral_filter,
-                {"sigma_space": "spatial sigma in pixels, 0.5..5",
-                 "sigma_color": "range sigma on the [0, 1] scale, 0.02..3",
-                 "passes": "1..2: one pass, plus this fraction of a second pass"},
-                "all three together: spatial sigma 0.5 to 5 px, range sigma 0.02 to 3, 1 to 2 passes"))
+FAMILIES.append(Family("gaussian_blur", "blur", sample_gaussian_blur, apply_gaussian_blur,
+                       {"sigma": "standard deviation of the kernel in pixels, 0.2..8"},
+                       "sigma from 0.2 to 8 px"))
+FAMILIES.append(Family("bilateral_filter", "blur", sample_bilateral_filter, apply_bilateral_filter,
+                       {"sigma_space": "spatial sigma in pixels, 0.5..5",
+                        "sigma_color": "range sigma on the [0, 1] scale, 0.02..3",
+                        "passes": "1..2: one pass, plus this fraction of a second pass"},
+                       "all three together: spatial sigma 0.5 to 5 px, range sigma 0.02 to 3, 1 to 2 passes"))

@@ -6,12 +6,16 @@ chroma is subsampled 4:2:0, libjpeg's and PIL's default.
 from __future__ import annotations
 
 import math
+from typing import List
 
 import cv2
 import numpy as np
 
 from ._common import finish, lerp, to_uint8
-from .registry import Family, register
+from .family import Family
+
+# this module's families, in the spec's table order; the registry registers them on first use
+FAMILIES: List[Family] = []
 
 
 def sample_jpeg(rng, severity):
@@ -35,6 +39,6 @@ def apply_jpeg(image, params):
     return finish(decoded)
 
 
-register(Family("jpeg", "compression", sample_jpeg, apply_jpeg,
-                {"quality": "libjpeg quality 5..90 (4:2:0 chroma)"},
-                "quality from 90 down to 5"))
+FAMILIES.append(Family("jpeg", "compression", sample_jpeg, apply_jpeg,
+                       {"quality": "libjpeg quality 5..90 (4:2:0 chroma)"},
+                       "quality from 90 down to 5"))

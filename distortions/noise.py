@@ -10,10 +10,15 @@ power-spectrum exponent.
 """
 from __future__ import annotations
 
+from typing import List
+
 import numpy as np
 
 from ._common import colored_noise, draw_seed, finish, lerp, normal_field, seeded
-from .registry import Family, register
+from .family import Family
+
+# this module's families, in the spec's table order; the registry registers them on first use
+FAMILIES: List[Family] = []
 
 
 def sample_uniform_noise(rng, severity):
@@ -104,28 +109,28 @@ def apply_checkerboard(image, params):
     return finish(image + float(params["amplitude"]) * pattern * (0.25 + 0.75 * image))
 
 
-register(Family("uniform_noise", "noise", sample_uniform_noise, apply_uniform_noise,
-                {"amplitude": "half-width a of U[-a, a] per pixel and channel, 0.005..0.38",
-                 "seed": "integer seed of the noise field"},
-                "amplitude from 0.005 to 0.38"))
-register(Family("gaussian_noise", "noise", sample_gaussian_noise, apply_gaussian_noise,
-                {"sigma": "standard deviation per pixel and channel, 0.003..0.22",
-                 "seed": "integer seed of the noise field"},
-                "sigma from 0.003 to 0.22"))
+FAMILIES.append(Family("uniform_noise", "noise", sample_uniform_noise, apply_uniform_noise,
+                       {"amplitude": "half-width a of U[-a, a] per pixel and channel, 0.005..0.38",
+                        "seed": "integer seed of the noise field"},
+                       "amplitude from 0.005 to 0.38"))
+FAMILIES.append(Family("gaussian_noise", "noise", sample_gaussian_noise, apply_gaussian_noise,
+                       {"sigma": "standard deviation per pixel and channel, 0.003..0.22",
+                        "seed": "integer seed of the noise field"},
+                       "sigma from 0.003 to 0.22"))
 _SPECTRAL_PARAMS = {"sigma": "standard deviation of the field, 0.003..0.22",
                     "amplitude_exponent": "alpha: amplitude spectrum ~ |f|^-alpha (power ~ |f|^-2 alpha)",
                     "seed": "integer seed of the noise field"}
-register(Family("pink_noise", "noise", _spectral_sampler(1.0), apply_spectral_noise,
-                {**_SPECTRAL_PARAMS, "amplitude_exponent": "1 (pink: amplitude ~ 1/|f|)"}, "sigma from 0.003 to 0.22"))
-register(Family("blue_noise", "noise", _spectral_sampler(-1.0), apply_spectral_noise,
-                {**_SPECTRAL_PARAMS, "amplitude_exponent": "-1 (blue: amplitude ~ |f|)"}, "sigma from 0.003 to 0.22"))
-register(Family("colored_noise", "noise", _spectral_sampler(None), apply_spectral_noise,
-                {**_SPECTRAL_PARAMS, "amplitude_exponent": "drawn in [-2, 2]: violet -2, white 0, brown 2"},
-                "sigma from 0.003 to 0.22; the exponent is drawn independently of severity"))
-register(Family("checkerboard", "noise", sample_checkerboard, apply_checkerboard,
-                {"stride": "2 or 4 (the period in pixels)",
-                 "kernel_size": "transposed-conv kernel size, not a multiple of stride",
-                 "phase": "[dy, dx] offset of the pattern, 0..stride-1",
-                 "amplitude": "pattern strength, 0.003..0.25, scaled by 0.25 + 0.75 x",
-                 "seed": "integer seed of the kernel weights"},
-                "amplitude from 0.003 to 0.25"))
+FAMILIES.append(Family("pink_noise", "noise", _spectral_sampler(1.0), apply_spectral_noise,
+                       {**_SPECTRAL_PARAMS, "amplitude_exponent": "1 (pink: amplitude ~ 1/|f|)"}, "sigma from 0.003 to 0.22"))
+FAMILIES.append(Family("blue_noise", "noise", _spectral_sampler(-1.0), apply_spectral_noise,
+                       {**_SPECTRAL_PARAMS, "amplitude_exponent": "-1 (blue: amplitude ~ |f|)"}, "sigma from 0.003 to 0.22"))
+FAMILIES.append(Family("colored_noise", "noise", _spectral_sampler(None), apply_spectral_noise,
+                       {**_SPECTRAL_PARAMS, "amplitude_exponent": "drawn in [-2, 2]: violet -2, white 0, brown 2"},
+                       "sigma from 0.003 to 0.22; the exponent is drawn independently of severity"))
+FAMILIES.append(Family("checkerboard", "noise", sample_checkerboard, apply_checkerboard,
+                       {"stride": "2 or 4 (the period in pixels)",
+                        "kernel_size": "transposed-conv kernel size, not a multiple of stride",
+                        "phase": "[dy, dx] offset of the pattern, 0..stride-1",
+                        "amplitude": "pattern strength, 0.003..0.25, scaled by 0.25 + 0.75 x",
+                        "seed": "integer seed of the kernel weights"},
+                       "amplitude from 0.003 to 0.25"))

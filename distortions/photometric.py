@@ -9,12 +9,16 @@ Raw strength maps (calibration.json maps severity to them):
 from __future__ import annotations
 
 import math
+from typing import List
 
 import cv2
 import numpy as np
 
 from ._common import finish, lab_to_rgb, lerp, random_sign, rgb_to_lab
-from .registry import Family, register
+from .family import Family
+
+# this module's families, in the spec's table order; the registry registers them on first use
+FAMILIES: List[Family] = []
 
 
 def sample_lightness_shift(rng, severity):
@@ -76,15 +80,15 @@ def apply_saturation(image, params):
     return finish(lab_to_rgb(lab))
 
 
-register(Family("lightness_shift", "photometric", sample_lightness_shift, apply_lightness_shift,
-                {"delta_l": "L* units added to lightness, -40..40 (|.| >= 0.5)"},
-                "|delta_l| from 0.5 to 40 L* units; the sign is drawn"))
-register(Family("color_shift", "photometric", sample_color_shift, apply_color_shift,
-                {"delta_a": "a* units added, -40..40", "delta_b": "b* units added, -40..40"},
-                "length of the (a*, b*) cast from 0.5 to 40; the direction is drawn"))
-register(Family("contrast", "photometric", sample_contrast, apply_contrast,
-                {"factor": "deviations from the per-channel mean are scaled by it, 0.14..3.3"},
-                "factor from 0.98 to 0.14 (lower) or 1.02 to 3.3 (higher); the direction is drawn"))
-register(Family("saturation", "photometric", sample_saturation, apply_saturation,
-                {"factor": "chroma (a*, b*) scale, 0..2.5"},
-                "factor from 0.97 to 0 (towards gray) or 1.03 to 2.5 (oversaturated); the direction is drawn"))
+FAMILIES.append(Family("lightness_shift", "photometric", sample_lightness_shift, apply_lightness_shift,
+                       {"delta_l": "L* units added to lightness, -40..40 (|.| >= 0.5)"},
+                       "|delta_l| from 0.5 to 40 L* units; the sign is drawn"))
+FAMILIES.append(Family("color_shift", "photometric", sample_color_shift, apply_color_shift,
+                       {"delta_a": "a* units added, -40..40", "delta_b": "b* units added, -40..40"},
+                       "length of the (a*, b*) cast from 0.5 to 40; the direction is drawn"))
+FAMILIES.append(Family("contrast", "photometric", sample_contrast, apply_contrast,
+                       {"factor": "deviations from the per-channel mean are scaled by it, 0.14..3.3"},
+                       "factor from 0.98 to 0.14 (lower) or 1.02 to 3.3 (higher); the direction is drawn"))
+FAMILIES.append(Family("saturation", "photometric", sample_saturation, apply_saturation,
+                       {"factor": "chroma (a*, b*) scale, 0..2.5"},
+                       "factor from 0.97 to 0 (towards gray) or 1.03 to 2.5 (oversaturated); the direction is drawn"))

@@ -15,44 +15,19 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, List, Optional
 
-import numpy as np
+from .family import GROUPS, Applier, Family, Sampler  # noqa: F401  (Family is part of this module's API)
 
 from .errors import FamilyError, PluginError, UnknownFamilyError
 
 ENTRY_POINT_GROUP = "bapps_build.distortions"
-GROUPS = ("photometric", "noise", "blur", "spatial", "compression", "cnn", "other")
-
-Sampler = Callable[[np.random.Generator, float], dict]
-Applier = Callable[[np.ndarray, Mapping], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Family:
-    """A distortion family: what `bapps-build families` lists and recipes name."""
-
-    name: str
-    group: str
-    sample: Sampler
-    apply: Applier
-    params: Mapping[str, str] = field(default_factory=dict)  # param -> unit and range
-    severity: str = ""  # what severity drives, in words
-    source: str = "built-in"  # where it came from: built-in, an entry point or a file
-
-    def __post_init__(self):
-        if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
-            raise FamilyError(
-                f"family name {self.name!r} must be short lower-case letters, digits and '_' "
-                "(it is written into manifests and read back years later)")
-        if not callable(self.sample) or not callable(self.apply):
-            raise TypeError(f"family {self.name!r}: sample and apply must be callables")
 
 
 _FAMILIES: Dict[str, Family] = {}
 _entry_points_loaded = False
+_builtins_loaded = False
 _loaded_plugin_files: Dict[str, str] = {}  # resolved path -> sha256 of its text
 
 
@@ -144,8 +119,16 @@ def loaded_plugin_files() -> Dict[str, str]:
 
 
 def _ensure_builtins() -> None:
-    # importing the family modules registers them
-    from . import blur, compression, noise, photometric, spatial  # noqa: F401  (importing registers them)
+    """Register the built-in families (once, on first use: each module lists its FAMILIES)."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    from . import blur, compression, noise, photometric, spatial
+
+    for module in (blur, compression, noise, photometric, spatial):
+        for family in module.FAMILIES:
+            register(family)
+    _builtins_loaded = True
 
 
 def get_family(name: str) -> Family:

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import List
 
 import cv2
 import numpy as np
 from scipy import interpolate
 
 from ._common import draw_seed, finish, lerp, random_sign, remap, seeded, translate, warp_affine
-from .registry import Family, register
+from .family import Family
+
+# this module's families, in the spec's table order; the registry registers them on first use
+FAMILIES: List[Family] = []
 
 
 CONTEXT = 8  # bapps_build.patches.CONTEXT_MARGIN (the distortions package imports nothing above it)
@@ -289,33 +293,33 @@ def apply_chromatic_aberration(image, params):
     return finish(out)
 
 
-register(Family("shift", "spatial", sample_shift, apply_shift,
-                {"dx": "horizontal offset in pixels (content moves right if > 0)",
-                 "dy": "vertical offset in pixels (content moves down if > 0)"},
-                "offset length from 0.05 to 6 px (bicubic, sub-pixel); the direction is drawn"))
-register(Family("affine_warp", "spatial", sample_affine_warp, apply_affine_warp,
-                {"angle_deg": "rotation about the center, up to +-15 degrees",
-                 "shear": "x += shear * y, up to +-0.3",
-                 "scale_x": "horizontal scale, exp(+-0.22)", "scale_y": "vertical scale, exp(+-0.22)"},
-                "the size of every component together; shares and signs are drawn; a 64-px patch corner moves at most 8 px"))
-register(Family("homography", "spatial", sample_homography, apply_homography,
-                {"corners": "[[dx, dy] x 4]: offsets in pixels of the TL, TR, BR, BL corners, up to 8"},
-                "corner displacement from 0.1 to 8 px"))
+FAMILIES.append(Family("shift", "spatial", sample_shift, apply_shift,
+                       {"dx": "horizontal offset in pixels (content moves right if > 0)",
+                        "dy": "vertical offset in pixels (content moves down if > 0)"},
+                       "offset length from 0.05 to 6 px (bicubic, sub-pixel); the direction is drawn"))
+FAMILIES.append(Family("affine_warp", "spatial", sample_affine_warp, apply_affine_warp,
+                       {"angle_deg": "rotation about the center, up to +-15 degrees",
+                        "shear": "x += shear * y, up to +-0.3",
+                        "scale_x": "horizontal scale, exp(+-0.22)", "scale_y": "vertical scale, exp(+-0.22)"},
+                       "the size of every component together; shares and signs are drawn; a 64-px patch corner moves at most 8 px"))
+FAMILIES.append(Family("homography", "spatial", sample_homography, apply_homography,
+                       {"corners": "[[dx, dy] x 4]: offsets in pixels of the TL, TR, BR, BL corners, up to 8"},
+                       "corner displacement from 0.1 to 8 px"))
 _GRID_PARAMS = {"grid": "control points per side", "amplitude": "displacement std at the control points in pixels, 0.05..12",
                 "seed": "integer seed of the control displacements",
                 "max_displacement": "soft cap L: the peak displacement p becomes p / (1 + (p / L)^4)^(1/4) (px)",
                 "min_jacobian": "the flow is scaled down until its Jacobian determinant is >= this everywhere"}
-register(Family("linear_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(1),
-                {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
-                "displacement amplitude from 0.05 to 12 px"))
-register(Family("cubic_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(3),
-                {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
-                "displacement amplitude from 0.05 to 12 px"))
-register(Family("ghosting", "spatial", sample_ghosting, apply_ghosting,
-                {"alpha": "weight of the echo, 0.01..0.7",
-                 "dx": "echo offset in whole pixels (x)", "dy": "echo offset in whole pixels (y)"},
-                "alpha from 0.01 to 0.7 and offset length from 2 to 8 px"))
-register(Family("chromatic_aberration", "spatial", sample_chromatic_aberration, apply_chromatic_aberration,
-                {"shift_px": "radial displacement of red at the farthest corner (blue opposite), +-0.05..9.5 px",
-                 "center": "[cx, cy] optical center offset as a fraction of the size, +-0.1"},
-                "|shift_px| from 0.05 to 9.5 px; the sign is drawn"))
+FAMILIES.append(Family("linear_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(1),
+                       {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
+                       "displacement amplitude from 0.05 to 12 px"))
+FAMILIES.append(Family("cubic_warp", "spatial", _sample_grid_warp((3, 4, 5)), _apply_grid_warp(3),
+                       {**_GRID_PARAMS, "grid": "control points per side, 3..5"},
+                       "displacement amplitude from 0.05 to 12 px"))
+FAMILIES.append(Family("ghosting", "spatial", sample_ghosting, apply_ghosting,
+                       {"alpha": "weight of the echo, 0.01..0.7",
+                        "dx": "echo offset in whole pixels (x)", "dy": "echo offset in whole pixels (y)"},
+                       "alpha from 0.01 to 0.7 and offset length from 2 to 8 px"))
+FAMILIES.append(Family("chromatic_aberration", "spatial", sample_chromatic_aberration, apply_chromatic_aberration,
+                       {"shift_px": "radial displacement of red at the farthest corner (blue opposite), +-0.05..9.5 px",
+                        "center": "[cx, cy] optical center offset as a fraction of the size, +-0.1"},
+                       "|shift_px| from 0.05 to 9.5 px; the sign is drawn"))

@@ -14,6 +14,14 @@ One idea per module:
 - ``preview``: a sheet of every network's output on the same patches.
 - ``cli``: ``bapps-build generators sample|train|list|preview``.
 
-Importing this package, ``config``, ``bank``, ``corruptions`` or ``cli`` does not import torch;
+Importing this package (which registers the replay hook of ``integration`` with the core),
+``config``, ``bank``, ``corruptions`` or ``cli`` does not import torch;
 the other modules need it (``pip install 'bapps-build[cnn]'``).
 """
+from bapps_build.hooks import register_replay_preparer
+
+from .integration import prepare_replay
+
+# replaying a cnn or mix subset first registers the bank its build.json names (the core asks
+# through its hook; it does not import this package)
+register_replay_preparer("generators", prepare_replay)

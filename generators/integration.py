@@ -48,8 +48,6 @@ from .corruptions import apply_corruption, sample_corruption
 
 CNN_SHARE = 0.5  # mix: the chance that a distorted patch is a cnn step rather than a traditional chain
 
-_ACTIVE: Optional["LoadedBank"] = None
-
 
 class LoadedBank:
     """The trained networks of a bank, loaded on first use, on one device."""
@@ -111,6 +109,13 @@ class LoadedBank:
             self._models[name] = prepare_model(model, self.device)
         return self._models[name]
 
+    # the family ``cnn`` of this bank: register_bank registers Family("cnn", sample, apply, ...)
+    def sample(self, rng: np.random.Generator, severity: float) -> dict:
+        return cnn_sample(self, rng, severity)
+
+    def apply(self, image: np.ndarray, params) -> np.ndarray:
+        return cnn_apply(self, image, params)
+
     def run(self, name: str, images: Sequence[np.ndarray]) -> List[np.ndarray]:
         """The network's outputs for already-corrupted images, clipped to [0, 1] float32."""
         from .inference import run_generator
@@ -118,18 +123,23 @@ class LoadedBank:
         return [finish(y) for y in run_generator(self.model(name), images, self.device)]
 
 
-def active_bank() -> LoadedBank:
-    if _ACTIVE is None:
+def registered_bank() -> LoadedBank:
+    """The bank that this process's family ``cnn`` is bound to (by :func:`register_bank`)."""
+    try:
+        family = distortions.get_family("cnn")
+    except distortions.UnknownFamilyError:
+        family = None
+    bank = getattr(getattr(family, "apply", None), "__self__", None)  # the family's apply is bank.apply
+    if not isinstance(bank, LoadedBank):
         raise BankError("the cnn family has no generator bank: pass --bank BANK "
                         "(a bank trained with `bapps-build generators train`)")
-    return _ACTIVE
+    return bank
 
 
 # ------------------------------------------------------------------ the family
 
 
-def cnn_sample(rng: np.random.Generator, severity: float) -> dict:
-    bank = active_bank()
+def cnn_sample(bank: LoadedBank, rng: np.random.Generator, severity: float) -> dict:
     name = bank.names[int(rng.integers(len(bank.names)))]
     knots = bank.calibration.get(name)
     if knots is None:  # an ungated network: severity drives the corruption (the old path)
@@ -152,8 +162,7 @@ def _finish_step(ref: np.ndarray, out: np.ndarray, params) -> np.ndarray:
     return blend(ref, out, float(params["blend"]))
 
 
-def cnn_apply(image: np.ndarray, params) -> np.ndarray:
-    bank = active_bank()
+def cnn_apply(bank: LoadedBank, image: np.ndarray, params) -> np.ndarray:
     name = bank.check(params)
     return _finish_step(image, bank.run(name, [apply_corruption(image, params["corruption"])])[0], params)
 
@@ -171,21 +180,22 @@ CNN_SEVERITY = ("gated networks (generators gate): the blend t of the output wit
 
 
 def register_bank(bank_path, device: str = "cpu") -> LoadedBank:
-    """Load a trained bank (its done networks) and register it as the family ``cnn``."""
-    global _ACTIVE
+    """Load a trained bank (its done networks) and register it as the family ``cnn``, bound to it.
+
+    The family of this process keeps its bank: registering the same bank again (same path, device
+    and trained networks) keeps the networks already loaded."""
     path = Path(bank_path).expanduser().resolve()
     device = resolve_device(device)
-    current = _ACTIVE
-    if current is not None and current.path == path and current.device == device:
-        fresh = LoadedBank(path, device)
-        if fresh.digest == current.digest:
-            fresh = current  # keep the networks already loaded
-        _ACTIVE = fresh
-    else:
-        _ACTIVE = LoadedBank(path, device)
-    distortions.register(Family("cnn", "cnn", cnn_sample, cnn_apply, CNN_PARAMS, CNN_SEVERITY,
+    loaded = LoadedBank(path, device)
+    try:
+        current = registered_bank()
+    except BankError:
+        current = None
+    if current is not None and (current.path, current.device, current.digest) == (path, device, loaded.digest):
+        loaded = current
+    distortions.register(Family("cnn", "cnn", loaded.sample, loaded.apply, CNN_PARAMS, CNN_SEVERITY,
                                 source=f"generator bank {path}"), replace=True)
-    return _ACTIVE
+    return loaded
 
 
 # ------------------------------------------------------------------ the build's hooks
@@ -207,7 +217,7 @@ def mix_chain_sampler(rng, families, cfg) -> list:
 def render_batch(ctx, recipes: Sequence[dict], refs: Sequence[np.ndarray]) -> List[dict]:
     """What ``render(recipe, ref)`` gives for each recipe, with each network run once on all
     its patches. Chains that are not a single cnn step go through apply_chain as usual."""
-    bank = active_bank()
+    bank = registered_bank()
     distorted: List[dict] = [{} for _ in recipes]
     jobs = defaultdict(list)  # network -> [(example, folder, corrupted input)]
     patches = []
@@ -270,9 +280,12 @@ def distort_hooks(bank_path, subset: str, families: Optional[Sequence[str]] = No
     return hooks, {"generators": settings}, fams
 
 
-def prepare_replay(settings: dict) -> LoadedBank:
-    """Before replaying a cnn or mix example: register the bank recorded in build.json."""
-    info = settings["generators"]
+def prepare_replay(settings: dict) -> Optional[LoadedBank]:
+    """Before replaying a cnn or mix example: register the bank recorded in build.json (the replay
+    preparer generators/__init__.py registers with the core; other subsets need nothing)."""
+    info = settings.get("generators")
+    if not info:
+        return None
     path = Path(info["bank"])
     try:
         Bank(path)

@@ -15,3 +15,10 @@
     evaluate.py   `bapps-build evaluate`: 2AFC score and JND mAP
     cli.py        the click commands (COMMANDS)
 """
+from bapps_build.hooks import ShardField, register_shard_field
+
+from .store import shard_counts, write_shard_counts
+
+# judgment counts travel with their examples through `bapps-build export` (the core asks
+# through its hook; it does not import this package)
+register_shard_field(ShardField("counts", shard_counts, write_shard_counts))

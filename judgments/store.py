@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from bapps_build.errors import UserError
-from bapps_build.files import fsync_dir, jsonl_line, remove_partials, temp_name, write_all
+from bapps_build.files import fsync_dir, jsonl_line, remove_partials, temp_name, write_all, write_atomic
 
 ROWS = "rows.tsv"
 COUNTS = "counts.csv"
@@ -146,6 +146,32 @@ def read_counts(path: Path) -> Optional[Dict[str, Tuple[int, int]]]:
         reader = csv.reader(f)
         next(reader, None)
         return {r[0]: (int(r[1]), int(r[2])) for r in reader if len(r) >= 3}
+
+
+def positive_column(task: str) -> str:
+    """The counts column of the positive answers: the votes for p1 (2AFC) or for "same" (JND)."""
+    return "n_same" if task == "jnd" else "n_p1"
+
+
+# ---- the counts in shards (registered with the core by judgments/__init__.py: `export` carries
+# them in each sample's json as {"counts": {"n_p1" or "n_same": ..., "n_total": ...}})
+
+
+def shard_counts(subset_path: Path, task: str) -> Dict[str, dict]:
+    """Per-stem judgment counts of a judged subset (`bapps-build ingest`); {} when never judged."""
+    counts = read_counts(Path(subset_path) / "judgments" / COUNTS) or {}
+    positive = positive_column(task)
+    return {stem: {positive: p, "n_total": t} for stem, (p, t) in counts.items()}
+
+
+def write_shard_counts(subset_path: Path, task: str, items: List[Tuple[str, dict]]) -> None:
+    """Restore judgments/counts.csv from the (stem, counts) the shards carried."""
+    positive = positive_column(task)
+    folder = Path(subset_path) / "judgments"
+    folder.mkdir(exist_ok=True)
+    text = counts_text([stem for stem, _ in items], np.array([c[positive] for _, c in items]),
+                       np.array([c["n_total"] for _, c in items]), positive)
+    write_atomic(folder / COUNTS, text.encode("utf-8"))
 
 
 def label_bytes(fraction: float) -> bytes:

@@ -96,13 +96,13 @@ def test_rejected_networks_are_never_used_and_builds_replay(gated, tmp_path):
     # a step without blend (an older manifest) takes the old path: the raw network output
     img = np.full((32, 32, 3), 0.4, np.float32)
     old = {k: v for k, v in steps[0]["params"].items() if k != "blend"}
-    raw = integration.cnn_apply(img, old)
+    raw = loaded.apply(img, old)
     assert np.array_equal(raw, loaded.run("net-000", [integration.apply_corruption(img, old["corruption"])])[0])
-    assert np.array_equal(integration.cnn_apply(img, steps[0]["params"]),
+    assert np.array_equal(loaded.apply(img, steps[0]["params"]),
                           gate.blend(img, raw, steps[0]["params"]["blend"]))
     # naming the rejected network in a recipe is refused
     with pytest.raises(BankError, match="not a trained network"):
-        integration.cnn_apply(img, {**old, "network": "net-001"})
+        loaded.apply(img, {**old, "network": "net-001"})
 
 
 def test_a_bank_with_no_accepted_network_is_a_clear_error(tmp_path):

@@ -22,6 +22,7 @@ from bapps_build.real import RealConfig, match_outputs, run_real
 from bapps_build.replay import replay_example
 from bapps_build.shards import INDEX, read_shard, sample_bytes, tar_header, tar_member, write_shard
 from bapps_build.verify import verify_dataset
+import judgments  # noqa: F401  (registers the judgment counts that export carries in shards)
 
 QUIET = dict(progress=False, log=lambda m: None)
 
