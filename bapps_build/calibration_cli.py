@@ -12,7 +12,6 @@ import distortions
 from .calibration import (CALIBRATION_SEED, N_PATCHES, format_table, run_calibration, target_visibility,
                           write_calibration)
 from .cli_errors import friendly_errors
-from .files import write_json_atomic
 
 
 def plugin_calibration_path(plugin: str) -> Path:

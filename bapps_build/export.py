@@ -40,7 +40,7 @@ from .files import AtomicFile, decode_png, encode_photo_png, read_regular_file, 
 from .jobs import BuildError, progress_bar
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, TASKS, find_subsets
 from .locks import lock_folders
-from .shards import (INDEX, KEY_PATTERN, MAX_MEMBER_BYTES, ShardError, json_bytes, read_shard, shard_file_name, verify_shard_set,
+from .shards import (INDEX, KEY_PATTERN, MAX_MEMBER_BYTES, json_bytes, read_shard, shard_file_name, verify_shard_set,
                      write_index, write_shard)
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # a split or subset: one plain folder name

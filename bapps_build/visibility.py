@@ -31,7 +31,7 @@ pixel is 0.2646 mm (96 dpi) and the viewer sits at 60 cm, so one patch pixel spa
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict
 
 import cv2
 import numpy as np

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from bapps_build.errors import ConfigError
+from bapps_build.files import atomic_path
 from distortions import generator
 
 from ._torch import require_torch, resolve_device
@@ -300,9 +300,8 @@ class NetworkTrainer:
 def save_resume_state(path, trainer: NetworkTrainer, step: int, digest: str, history: Sequence[float]) -> None:
     state = {"format": CHECKPOINT_FORMAT + "+resume", "step": step, "settings_digest": digest,
              **trainer.state(), "l1_history": list(history)}
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, pid_in_name=False) as tmp:  # fixed temp name: torch.save's bytes depend on it
+        torch.save(state, tmp)
 
 
 def load_resume_state(path, trainer: NetworkTrainer, digest: str) -> Optional[Tuple[int, list]]:
