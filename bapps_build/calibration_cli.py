@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def calibrate(families, plugins, patches, seed, out, as_json):
     if out is None and len(plugins) == 1:
         out = str(plugin_calibration_path(plugins[0]))
     started = time.time()
-    with click.progressbar(length=len(names), label="fitting", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=len(names), label="fitting", file=sys.stderr) as bar:
         result = run_calibration(names, n_patches=patches, seed=seed, progress=lambda name: bar.update(1))
     if out:
         merged = _merge_into(Path(out), result)
