@@ -254,6 +254,22 @@ def _shard_set_complete(u: ExportUnit):
     return check
 
 
+def _note_uncarried_folders(units: List[ExportUnit], log) -> None:
+    """Say so when a subset holds data that no registered shard field carries (e.g. the
+    judgment counts of `judgments/` when `judgments` was not imported): nothing is lost from
+    the tree, but the shards will not have it."""
+    if shard_fields():
+        return
+    known = set(IMAGE_FOLDERS["2afc"]) | set(IMAGE_FOLDERS["jnd"]) | set(LABEL_FOLDERS.values())
+    for u in units:
+        extra = sorted(p.name for p in Path(u.source).iterdir()
+                       if p.is_dir() and p.name not in known and not p.name.startswith("."))
+        if extra:
+            log(f"note: {u.task}/{u.split}/{u.subset} holds {', '.join(e + '/' for e in extra)}, which no "
+                "imported package carries into shards (`import judgments` carries the judgment counts; the "
+                "command line always does)")
+
+
 def _shard_unit_name(context, k):
     units, unit_of_shard, _fields = context
     u_index, shard = unit_of_shard[k]
@@ -271,6 +287,7 @@ def export_to_shards(source, target, *, maxcount: int = 2000, workers: Optional[
     units = _plan_tree(source, target, maxcount)
     if not units:
         raise BuildError(f"{source} holds no BAPPS subset to export (<task>/<split>/<subset>/ with image folders)")
+    _note_uncarried_folders(units, log)
     with _locked([u.target for u in units]):
         todo = []
         for u in units:

@@ -62,6 +62,22 @@ def test_an_unregistered_field_is_reported_and_kept_out_of_the_manifest(tmp_path
     assert (back / "manifest.jsonl").read_bytes() == (sub / "manifest.jsonl").read_bytes()
 
 
+def test_exporting_judged_data_without_its_package_says_what_the_shards_lack(tmp_path, monkeypatch):
+    """Tree -> shards with no shard field registered (a notebook that did not import judgments):
+    the export still runs, and names the folder the shards will not carry."""
+    run_build(BuildConfig(n=3, seed=2), tmp_path / "tree", workers=1, **QUIET)
+    sub = subset_dir(tmp_path / "tree", "2afc", "train", "traditional")
+    (sub / "judgments").mkdir()
+    monkeypatch.setattr(hooks, "_SHARD_FIELDS", {})
+    said = []
+    export_to_shards(tmp_path / "tree", tmp_path / "shards", workers=1, progress=False, log=said.append)
+    assert any("2afc/train/traditional holds judgments/" in line and "import judgments" in line for line in said)
+    said.clear()
+    monkeypatch.setattr(hooks, "_SHARD_FIELDS", {"note": hooks.ShardField("note", read_notes, write_notes)})
+    export_to_shards(tmp_path / "tree", tmp_path / "shards2", workers=1, progress=False, log=said.append)
+    assert not any("holds" in line for line in said)  # a registered field: no false alarm
+
+
 def test_replay_preparers_see_the_build_settings(tmp_path, monkeypatch):
     from bapps_build.replay import prepare_families
 
