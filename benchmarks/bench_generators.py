@@ -20,7 +20,7 @@ default ranges draw. So:
    timing uses random weights in torchvision's layout (the same cost as the real ones).
 3. Builds: `distort --subset traditional`, `--subset cnn` and `--subset mix` through the
    Python API, same n, seed and workers, in this run. cnn banks: the 4 sampled configs
-   closest to the median cost (the target of issue 3: cnn at least a quarter of
+   closest to the median cost (the target: cnn at least a quarter of
    traditional on 2 cores), and the mid-range config with each upsampling method. Each is
    trained for 2 steps (the rate does not depend on the weights). Rates are report.json's:
    they include starting the worker processes (each imports torch, about 1.5 s).

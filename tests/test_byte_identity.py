@@ -2,7 +2,7 @@
 
 Every scenario below runs the real command line in a fresh folder; the sha256 of every file it
 writes is compared with ``tests/data/byte_identity.json``, recorded by the code of commit
-17dba7a (the start of the architecture refactor, issue 12). A change that alters a single
+17dba7a (the start of the architecture refactor). A change that alters a single
 byte of a built dataset fails here, naming the scenario and the file.
 
 Full photos written through libpng (``apply --out``, ``--stored-size`` exports) are compared

@@ -1,4 +1,4 @@
-"""Names that mean one thing and errors that do not hide bugs (issue 12, items 3 and 4).
+"""Names that mean one thing and errors that do not hide bugs.
 
 - every renamed option answers to its new name and, hidden and with a warning, to its old one;
 - every option an error message or help text names exists;

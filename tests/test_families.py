@@ -1,6 +1,6 @@
 """Properties of the 20 traditional distortion families that a wrong implementation would fail.
 
-Not "does it return": each test checks something the spec (shared/spec/distortions.md) says a
+Not "does it return": each test checks something docs/distort.md (the families and their conventions) says a
 family does: a spectrum slope, an exact libjpeg round trip, the direction of a shift or an
 echo, a replay that is bit-identical after a JSON round trip. Reference computations use
 independent code (PIL's libjpeg, scipy's Gaussian, skimage's CIELAB, numpy shifts) where one
@@ -28,7 +28,7 @@ from distortions import apply_chain, get_family, parse_chain_spec, sample_chain
 FAMILIES = distortions.all_families()
 FAMILY_NAMES = [f.name for f in FAMILIES]
 
-# The spec's table (shared/spec/distortions.md), in its order.
+# The table of families (docs/distort.md), in its order.
 SPEC_TABLE = [
     ("lightness_shift", "photometric"), ("color_shift", "photometric"),
     ("contrast", "photometric"), ("saturation", "photometric"),

@@ -1,4 +1,4 @@
-"""No function over 60 lines in the packages (issue 12): read from the source, nothing imported.
+"""No function over 60 lines in the packages: read from the source, nothing imported.
 
 A function's length is `end_lineno - lineno + 1` of its ast node: from `def` to its last line,
 decorators not counted, nested functions counted in their parent and on their own.

@@ -1,4 +1,4 @@
-"""Ingest under faults and load (issue 9, item 8): a crash at any rename of the commit, an
+"""Ingest under faults and load: a crash at any rename of the commit, an
 over-long id, labels ingest did not write, temporary files of a killed ingest.
 
 Results files are written as MTurk's "Download CSV" writes them (every field quoted, CRLF) or in

@@ -1,4 +1,4 @@
-"""Crowd results you can trust (issue 9): statuses by the export's own times, answer shapes that
+"""Crowd results you can trust: statuses by the export's own times, answer shapes that
 cannot be read, sentinels that cannot be spotted, one vote per person, JND timing, the report.
 
 Every results file here is written the way the platform writes it: MTurk's "Download CSV"

@@ -1,4 +1,4 @@
-"""Safe outputs (issue 10), tried as a hostile or unlucky user would: crafted shards and
+"""Safe outputs, tried as a hostile or unlucky user would: crafted shards and
 manifests, a full disk, a foreign folder with --resume, two writers at once, a plugin that
 raises in a worker, odd source files, a killed export."""
 import errno
