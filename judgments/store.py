@@ -216,7 +216,9 @@ class Transaction:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         for name, data in files:
             final = os.path.join(base, name)
-            tmp = os.path.join(base, f".{name}.{pid}.partial")  # hidden, no .npy ending: the loader skips it
+            # temp_name's form (hidden, no .npy ending: the loader skips it), spelled out on strings
+            # because this loop runs once per example file
+            tmp = os.path.join(base, f".{name}.{pid}.partial")
             self.staged.append((tmp, final))
             fd = os.open(tmp, flags, 0o644)
             try:
@@ -230,7 +232,7 @@ class Transaction:
         folder = Path(folder)
         if folder.exists():
             raise FileExistsError(f"{folder} exists")
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+        tmp = temp_name(folder)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.folders.append((str(tmp), str(folder)))
