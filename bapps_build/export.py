@@ -40,6 +40,7 @@ from .files import AtomicFile, decode_png, encode_photo_png, read_regular_file, 
 from .jobs import BuildError, progress_bar
 from .layout import IMAGE_FOLDERS, LABEL_FOLDERS, MANIFEST, TASKS, find_subsets
 from .locks import lock_folders
+from .manifest import ManifestError, load_record
 from .shards import (INDEX, KEY_PATTERN, MAX_MEMBER_BYTES, json_bytes, read_shard, shard_file_name, verify_shard_set,
                      write_index, write_shard)
 
@@ -97,6 +98,14 @@ class ExportUnit:
     def n_shards(self) -> int:
         return -(-self.n // self.maxcount)
 
+    def field_values(self, fields: List[ShardField]) -> Dict[str, Dict[str, object]]:
+        """key -> {stem: value} of the registered shard fields (judgment counts, ...) for this
+        subset: read once per process and kept, not once per shard (a subset has many)."""
+        values = self.__dict__.get("_field_values")
+        if values is None:
+            values = self._field_values = {f.key: f.read(Path(self.source), self.task) for f in fields}
+        return values
+
 
 def _records(unit: ExportUnit, start: int, stop: int):
     """Manifest records start..stop-1 (parsing only those lines)."""
@@ -106,22 +115,14 @@ def _records(unit: ExportUnit, start: int, stop: int):
         return
     path = Path(unit.source) / MANIFEST
     with open(path, "rb") as f:
-        for n, line in enumerate(f):
-            if n >= stop:
+        for n, line in enumerate(f, 1):
+            if n > stop:
                 break
-            if n >= start:
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    raise ExportError(f"{path}, line {n + 1}: not valid JSON ({exc}); the manifest is damaged") from None
-                if not isinstance(record, dict):
-                    raise ExportError(f"{path}, line {n + 1}: not a recipe (a JSON object)")
-                yield record
-
-
-def _field_values(subset_path: Path, task: str, fields: List[ShardField]) -> Dict[str, Dict[str, object]]:
-    """key -> {stem: value}: what the registered shard fields (judgment counts, ...) hold for a subset."""
-    return {field.key: field.read(Path(subset_path), task) for field in fields}
+            if n > start:
+                try:  # as stored, not upgraded: shards carry the recipe byte for byte
+                    yield load_record(line)
+                except ManifestError as exc:
+                    raise ExportError(f"{path}, line {n}: {exc}; the manifest is damaged") from None
 
 
 def _restore_fields(subset_path: Path, task: str, records: List[dict], carried: List[dict], log) -> None:
@@ -145,7 +146,7 @@ def _export_shard(context, k, progress):
     folders = IMAGE_FOLDERS[unit.task]
     label = LABEL_FOLDERS[unit.task]
     has_labels = (src / label).is_dir()
-    extras = _field_values(src, unit.task, shard_field_list)
+    extras = unit.field_values(shard_field_list)
     start, stop = shard * unit.maxcount, min((shard + 1) * unit.maxcount, unit.n)
 
     def samples():

@@ -73,15 +73,20 @@ def numbered_lines(path) -> Iterator[Tuple[int, str]]:
                 yield n, line
 
 
-def parse_record(line: str) -> dict:
-    """One manifest line as a record of the current schema (not validated: see record_problem)."""
+def load_record(line) -> dict:
+    """One manifest line (str or bytes) as the JSON object it holds, exactly as stored."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"not valid JSON ({exc.msg})") from None
     if not isinstance(record, dict):
         raise ManifestError(f"not a record (a JSON object) but {_json_type(record)}")
-    return upgrade_record(record)
+    return record
+
+
+def parse_record(line: str) -> dict:
+    """One manifest line as a record of the current schema (not validated: see record_problem)."""
+    return upgrade_record(load_record(line))
 
 
 def read_manifest(path) -> Iterator[dict]:

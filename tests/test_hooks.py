@@ -7,7 +7,7 @@ import pytest
 import judgments  # noqa: F401  (registers the judgment counts)
 from bapps_build import BuildConfig, hooks, run_build
 from bapps_build.build import BuildContext
-from bapps_build.export import export_to_shards, export_to_tree
+from bapps_build.export import ExportError, export_to_shards, export_to_tree
 from bapps_build.layout import subset_dir
 from bapps_build.shards import read_shard
 from bapps_build.sources import SourceCache
@@ -76,6 +76,35 @@ def test_exporting_judged_data_without_its_package_says_what_the_shards_lack(tmp
     monkeypatch.setattr(hooks, "_SHARD_FIELDS", {"note": hooks.ShardField("note", read_notes, write_notes)})
     export_to_shards(tmp_path / "tree", tmp_path / "shards2", workers=1, progress=False, log=said.append)
     assert not any("holds" in line for line in said)  # a registered field: no false alarm
+
+
+def test_a_field_is_read_once_per_subset_not_once_per_shard(tmp_path, monkeypatch):
+    """A judged subset's counts file is read once by the process that exports it, however many
+    shards it is cut into."""
+    run_build(BuildConfig(n=12, seed=3), tmp_path / "tree", workers=1, **QUIET)
+    reads = []
+
+    def counting_read(subset, task):
+        reads.append(str(subset))
+        return {"000004": "x"}
+
+    monkeypatch.setattr(hooks, "_SHARD_FIELDS", {"note": hooks.ShardField("note", counting_read, write_notes)})
+    export_to_shards(tmp_path / "tree", tmp_path / "shards", maxcount=3, workers=1, progress=False)
+    assert len(list((tmp_path / "shards").rglob("*.tar"))) == 4
+    assert len(reads) == 1
+    metas = [json.loads(fields["json"]) for shard in sorted((tmp_path / "shards").rglob("*.tar"))
+             for _, fields in read_shard(shard)]
+    assert [m.get("note") for m in metas].count("x") == 1
+
+
+def test_a_damaged_manifest_line_stops_the_export_naming_the_line(tmp_path):
+    run_build(BuildConfig(n=5, seed=3), tmp_path / "tree", workers=1, **QUIET)
+    manifest = subset_dir(tmp_path / "tree", "2afc", "train", "traditional") / "manifest.jsonl"
+    lines = manifest.read_text().splitlines(True)
+    lines[3] = '["not", "a record"]\n'
+    manifest.write_text("".join(lines))
+    with pytest.raises(ExportError, match=r"manifest.jsonl, line 4: not a record .*the manifest is damaged"):
+        export_to_shards(tmp_path / "tree", tmp_path / "shards", workers=1, progress=False)
 
 
 def test_replay_preparers_see_the_build_settings(tmp_path, monkeypatch):
