@@ -151,19 +151,20 @@ def render(recipe: dict, context_u8: np.ndarray) -> Dict[str, np.ndarray]:
     return images_by_folder(recipe, np.ascontiguousarray(center(context_u8, margin)), distorted)
 
 
-# Families whose output at a pixel depends only on that pixel (and the seed): they gain
-# nothing from the context, so a chain made of them alone runs on the bare patch (a third
-# fewer pixels). Everything else (blur, spatial, JPEG's blocks, plugins) gets the context.
-POINTWISE_GROUPS = ("photometric", "noise")
+# Families that never move or mix neighbouring pixels (their noise fields come from the seed;
+# contrast uses the patch's own mean): no border artifact for context to hide, so a chain made
+# of them alone runs on the bare patch (a third fewer pixels). Everything else (blur, spatial,
+# JPEG's blocks, plugins) gets the context.
+POINTWISE_GROUPS = frozenset({"photometric", "noise"})
 # ... except the generator networks (group "cnn"), trained on bare patches.
-BARE_PATCH_GROUPS = ("cnn",)
+BARE_PATCH_GROUPS = frozenset({"cnn"})
 
 
 def apply_in_context(context: np.ndarray, chain, margin: int) -> np.ndarray:
     """A chain applied to the context, the patch kept (see POINTWISE_GROUPS)."""
     if margin:
         groups = {get_family(step["family"]).group for step in chain}
-        if groups & set(BARE_PATCH_GROUPS) or groups <= set(POINTWISE_GROUPS):
+        if groups & BARE_PATCH_GROUPS or groups <= POINTWISE_GROUPS:
             return apply_chain(np.ascontiguousarray(center(context, margin)), chain)
     return center(apply_chain(context, chain), margin)
 
